@@ -1,0 +1,47 @@
+# The two commands of the README, and everything they need on a fresh machine.
+#   make smoke   the main job: build the tiny local model, greedy on 20 GSM8K problems, score
+#   make test    the test suite
+# Both run `setup` first: Debian packages (bubblewrap, the sandbox's python3 with sympy/numpy/
+# scipy), a virtualenv in .venv with torch==2.13.0 (the CPU build on disk here; any other spec
+# pulls a multi-GB CUDA build) and this package with its test extra.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+APT_PKGS := bubblewrap python3 python3-sympy python3-numpy python3-scipy
+SMOKE_MODEL ?= .cache/tiny-model
+SMOKE_OUT   ?= runs/smoke/results.jsonl
+
+.PHONY: setup system smoke test clean
+
+setup: system $(STAMP)
+
+# Debian packages: installed only when missing, so a set-up machine needs no network.
+system:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	@$(PY) -c "import torch; print('torch', torch.__version__)"
+	touch $(STAMP)
+
+smoke: setup
+	@echo "SMOKE RUN: a tiny randomly-initialised model, format-trained here in seconds; it cannot do math."
+	$(PY) cli.py tiny-model $(SMOKE_MODEL)
+	$(PY) cli.py eval --dataset gsm8k --limit 20 --strategy greedy --model $(SMOKE_MODEL) \
+	    --sandbox bwrap --set strategy.max_tokens=96 --output $(SMOKE_OUT)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache .hypothesis

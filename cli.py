@@ -1,0 +1,206 @@
+"""alphamath command line: parse, build objects from one validated config, call the packages.
+
+    alphamath eval   --dataset gsm8k --strategy greedy --model PATH --output runs/x/results.jsonl
+    alphamath score  runs/x/results.jsonl [--regrade]
+    alphamath solve  "What is 2+3?" --model PATH
+    alphamath tiny-model OUT_DIR      (the local smoke-test model; no download)
+
+A user mistake (bad flag, path, preset or value) prints one line and exits 2; Ctrl-C stops
+cleanly with every finished problem saved, exit 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from runtime.config import (
+    EvalConfig,
+    apply_overrides,
+    build_config,
+    load_preset,
+    merge,
+    preset_names,
+)
+from runtime.errors import AlphaMathError, ConfigError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (the full usage is one `--help` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="greedy", metavar="PRESET",
+                   help=f"a preset in configs/ ({', '.join(preset_names())}) or a path to a .yaml "
+                        "file (default: greedy)")
+    p.add_argument("--model", help="local model directory or hub id, e.g. "
+                                   "MARIO-Math-Reasoning/AlphaMath-7B")
+    p.add_argument("--engine", choices=["hf"], help="inference engine (default: hf = transformers)")
+    p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
+    p.add_argument("--sandbox", choices=["auto", "bwrap", "docker"],
+                   help="where code actions run (default: auto)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config field, e.g. --set strategy.max_tokens=256 (repeatable)")
+    p.add_argument("--log-file", type=Path, help="JSON log file (default: next to the results)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show info-level logs on the console")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="alphamath",
+        description="Solve math problems by searching over an LLM's ReAct steps (AlphaMath).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    ev = sub.add_parser("eval", help="run a strategy over a dataset; resumable",
+                        description="Run a strategy over a dataset and append one JSON line per "
+                                    "problem to --output. Re-running the same command resumes.")
+    ev.add_argument("--dataset", default=None,
+                    help="gsm8k | math | math500 | PATH to a .json/.jsonl file (default: gsm8k)")
+    ev.add_argument("--output", type=Path, help="results JSONL (default: runs/DATASET-STRATEGY/results.jsonl)")
+    ev.add_argument("--limit", type=int, help="only the first N problems")
+    ev.add_argument("--shard", metavar="i/n", help="only problems k with k %% n == i (0-based)")
+    ev.add_argument("--concurrency", type=int, help="problems in flight at once (default: 256)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_flags(ev)
+
+    sc = sub.add_parser("score", help="accuracy, time per question, steps, #solutions of a results file")
+    sc.add_argument("results", type=Path)
+    sc.add_argument("--regrade", action="store_true", help="re-grade predictions instead of trusting `correct`")
+
+    so = sub.add_parser("solve", help="solve one question and print the step-by-step trace")
+    so.add_argument("question")
+    so.add_argument("--answer", help="a reference answer to grade against")
+    _add_run_flags(so)
+
+    tm = sub.add_parser("tiny-model", help="build the tiny local model used by the smoke run and tests")
+    tm.add_argument("out", type=Path)
+    tm.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    data: dict[str, Any] = load_preset(args.strategy)
+    data = merge(data, "engine", {"model": args.model, "kind": args.engine, "device": args.device})
+    data = merge(data, "sandbox", {"backend": args.sandbox})
+    if args.command == "eval":
+        data = merge(data, "run", {"dataset": args.dataset, "output": args.output,
+                                   "limit": args.limit, "shard": args.shard,
+                                   "concurrency": args.concurrency})
+    data = apply_overrides(data, args.overrides)
+    config = build_config(data)
+    if config.engine.model is None:
+        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID "
+                          "(`alphamath tiny-model DIR` builds a local smoke-test model)")
+    if args.command == "eval" and config.run.output is None:
+        stem = Path(config.run.dataset).stem if config.run.dataset.endswith(("json", "jsonl")) else config.run.dataset
+        run = config.run.model_copy(update={"output": Path("runs") / f"{stem}-{Path(args.strategy).stem}" / "results.jsonl"})
+        config = config.model_copy(update={"run": run})
+    return config
+
+
+def _setup_logging(args: argparse.Namespace, default_dir: Path) -> Path:
+    from runtime.logs import configure_logging
+
+    log_file = args.log_file or default_dir / f"log-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    configure_logging(log_file, console_level="INFO" if args.verbose else "WARNING")
+    return log_file
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from evals.report import render_score, score_results
+    from runtime.evaluate import evaluate, plan_run
+    from runtime.progress import RunProgress
+    from strategies import make_strategy
+
+    config = config_from_args(args)
+    assert config.run.output is not None
+    strategy = make_strategy(config.strategy)
+    log_file = _setup_logging(args, config.run.output.parent)
+    plan = plan_run(config)
+    console = Console(stderr=True)
+    console.print(f"[bold]alphamath eval[/] {config.run.dataset} · {strategy.name} · "
+                  f"model {config.engine.model} → {plan.output} "
+                  f"({plan.already_done} of {plan.total} already done) · log {log_file}")
+    progress = RunProgress(total=plan.total, done=plan.already_done, correct=plan.already_correct,
+                           enabled=not args.no_progress, console=console)
+    try:
+        with progress:
+            summary = asyncio.run(evaluate(config, strategy, on_row=progress.update))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {progress.done} of {plan.total} problems are saved "
+                      f"in {plan.output}; run the same command again to resume")
+        return EXIT_INTERRUPTED
+    console.print(f"finished {summary.finished} problems this run ({summary.errors} errors) "
+                  f"in {summary.wall_s:.1f} s")
+    Console().print(render_score(score_results(plan.output)))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from evals.report import render_score, score_results
+
+    if not args.results.exists():
+        raise AlphaMathError(f"no such results file: {args.results}")
+    Console().print(render_score(score_results(args.results, regrade=args.regrade)))
+    return 0
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from runtime.trace import solve_one
+
+    config = config_from_args(args)
+    _setup_logging(args, Path("runs") / "solve")
+    return asyncio.run(solve_one(config, args.question, args.answer, Console()))
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from training.tiny_model import build_tiny_model
+
+    t0 = time.monotonic()
+    path = build_tiny_model(args.out, force=args.force)
+    print(f"tiny model ready at {path} ({time.monotonic() - t0:.1f} s)")
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "score": cmd_score, "solve": cmd_solve, "tiny-model": cmd_tiny_model}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    # Imported here so that `--help` does not pay for them.
+    from evals.errors import DatasetError, ScoreError
+    from sandbox.errors import SandboxError
+
+    return (AlphaMathError, DatasetError, ScoreError, SandboxError, FileNotFoundError,
+            PermissionError, IsADirectoryError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except _user_errors() as exc:
+        print(f"alphamath {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The one validated configuration object of a run, and how presets and overrides build it.
+
+`EvalConfig` is frozen and validated on construction (pydantic): no I/O, no exits. The CLI builds
+it from a YAML preset (`configs/NAME.yaml` or a path), then command-line flags, then `--set
+dotted.key=value` overrides, in that order, and passes it down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runtime.errors import ConfigError
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrategyConfig(_Section):
+    """What the search does (ALPHAMATH.md §4, §6). Field names follow the original configs."""
+
+    name: str = "greedy"
+    prompt_format: Literal["react_sft", "react"] = "react_sft"
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(2000, ge=1, description="tokens per generated step")
+    max_depth: int = Field(10, ge=1, description="steps before TOO_MANY_STEPS")
+    n_generate_sample: int = Field(1, ge=1, description="B2: samples per expansion")
+    step_beam_width: int = Field(1, ge=1, description="B1: beams kept per depth")
+    need_value_func: bool = False
+    seed: int = 1234
+
+
+class EngineConfig(_Section):
+    kind: Literal["hf"] = "hf"
+    model: str | None = None
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_batch_size: int = Field(32, ge=1, description="rows (prompt × n) per forward batch")
+    batch_wait_ms: float = Field(5.0, ge=0.0, description="how long the micro-batcher waits to fill a batch")
+
+
+class SandboxConfig(_Section):
+    backend: Literal["auto", "bwrap", "docker"] = "auto"
+    timeout_s: float = Field(15.0, gt=0, description="wall clock per code action (AlphaMath: 15 s)")
+    memory_mb: int = Field(1024, ge=64)
+    cpu_s: int = Field(20, ge=1)
+    tmpfs_mb: int = Field(64, ge=1)
+    max_concurrency: int | None = Field(None, ge=1, description="sandbox processes at once; default 2 × CPUs")
+
+
+class RunConfig(_Section):
+    dataset: str = "gsm8k"
+    output: Path | None = None
+    limit: int | None = Field(None, ge=1)
+    shard: str | None = None
+    concurrency: int = Field(256, ge=1, description="problems in flight at once")
+    grade_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        i, sep, n = v.partition("/")
+        if not sep or not i.isdigit() or not n.isdigit() or not 0 <= int(i) < int(n):
+            raise ValueError(f"shard must be 'i/n' with 0 <= i < n, got {v!r}")
+        return v
+
+    @property
+    def shard_tuple(self) -> tuple[int, int] | None:
+        if self.shard is None:
+            return None
+        i, _, n = self.shard.partition("/")
+        return int(i), int(n)
+
+
+class EvalConfig(_Section):
+    strategy: StrategyConfig = StrategyConfig()
+    engine: EngineConfig = EngineConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    run: RunConfig = RunConfig()
+
+    def results_hash(self) -> str:
+        """Hash of everything that changes what a problem's result is (not where or how fast
+        it runs); a resumed run must match it so one file never mixes two experiments."""
+        relevant = {"strategy": self.strategy.model_dump(mode="json"),
+                    "model": self.engine.model, "dtype": self.engine.dtype}
+        blob = json.dumps(relevant, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """Read a preset by name (`configs/NAME.yaml`) or by path."""
+    path = Path(name_or_path)
+    if not (path.suffix in {".yaml", ".yml"} and path.exists()):
+        path = CONFIGS_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown strategy preset {name_or_path!r}; "
+                          f"choose one of {', '.join(preset_names())} or give a .yaml path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _parse_value(raw: str) -> Any:
+    # YAML scalars give the user ints, floats, bools and null without quoting rules of our own.
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings to a nested dict (returns a new dict)."""
+    out: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set expects section.key=value (e.g. strategy.max_tokens=256), got {item!r}")
+        section, field = parts
+        if section not in EvalConfig.model_fields:
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}; "
+                              f"sections are {', '.join(EvalConfig.model_fields)}")
+        out.setdefault(section, {})[field] = _parse_value(raw)
+    return out
+
+
+def merge(data: dict[str, Any], section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Set the non-None `values` into `data[section]` (flags given on the command line)."""
+    out = dict(data)
+    sec = dict(out.get(section) or {})
+    sec.update({k: v for k, v in values.items() if v is not None})
+    out[section] = sec
+    return out
+
+
+def build_config(data: Mapping[str, Any]) -> EvalConfig:
+    """Validate; a bad value becomes one ConfigError line naming the field."""
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        got = first.get("input")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"config {where}: {first['msg']} (got {got!r}){more}") from None
+
+
+def default_sandbox_concurrency() -> int:
+    return 2 * (os.cpu_count() or 1)

@@ -1,0 +1,33 @@
+"""Engines by name. Heavy libraries (torch, transformers, vllm) are imported only when the engine
+that needs them is opened, so `cli.py score` and friends start fast."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from runtime.config import EngineConfig
+from runtime.engine import Engine
+from runtime.errors import ConfigError
+
+ENGINE_KINDS = ("hf",)
+
+
+@asynccontextmanager
+async def open_engine(config: EngineConfig, *, seed: int = 0) -> AsyncIterator[Engine]:
+    if config.model is None:
+        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
+    if config.kind == "hf":
+        from runtime.engines.hf import HFEngine
+
+        loaded = HFEngine.load(config.model, device=config.device, dtype=config.dtype,
+                               max_batch_size=config.max_batch_size,
+                               batch_wait_ms=config.batch_wait_ms, seed=seed)
+        engine: Engine = await loaded if inspect.isawaitable(loaded) else loaded
+    else:  # pragma: no cover - pydantic restricts `kind` to ENGINE_KINDS
+        raise ConfigError(f"unknown engine {config.kind!r}; available: {', '.join(ENGINE_KINDS)}")
+    try:
+        yield engine
+    finally:
+        await engine.aclose()

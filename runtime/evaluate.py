@@ -1,0 +1,111 @@
+"""`cli.py eval` without the command line: build the engine, sandbox and grader from one
+`EvalConfig`, run every problem through a strategy, and append results.
+
+Knows the `Strategy` protocol only, never a search algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from evals.datasets import count_dataset, load_dataset
+from evals.grader import Grader
+from runtime.config import EvalConfig, default_sandbox_concurrency
+from runtime.engines import open_engine
+from runtime.errors import ConfigError
+from runtime.problem import Problem
+from runtime.results import ResultsWriter, scan_results
+from runtime.scheduler import RunSummary, run_problems
+from sandbox import SandboxLimits, open_sandbox
+from strategies.base import SearchResult, SolveContext, Strategy
+
+log = structlog.get_logger(__name__)
+
+
+def sandbox_limits(config: EvalConfig) -> SandboxLimits:
+    sb = config.sandbox
+    return SandboxLimits(memory_mb=sb.memory_mb, cpu_s=sb.cpu_s, tmpfs_mb=sb.tmpfs_mb,
+                         max_concurrency=sb.max_concurrency or default_sandbox_concurrency())
+
+
+def result_row(problem: Problem, result: SearchResult, correct: bool, *, strategy: str,
+               config_hash: str) -> dict[str, Any]:
+    """One results line in DESIGN.md's format."""
+    return {
+        "id": problem.id,
+        "question": problem.question,
+        "answer": problem.to_json()["answer"],
+        "strategy": strategy,
+        "config_hash": config_hash,
+        "prediction": result.prediction,
+        "correct": correct,
+        "solutions": [{"answer": s.answer, "node_id": s.node_id, "value": s.value}
+                      for s in result.solutions],
+        "tree": result.tree.to_json(),
+        "stats": result.stats.to_json(),
+        "meta": problem.meta,
+        "error": None,
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, known before any model loads (for the progress bar and messages)."""
+
+    output: Path
+    total: int
+    already_done: int
+    already_correct: int
+
+
+def plan_run(config: EvalConfig) -> Plan:
+    if config.run.output is None:
+        raise ConfigError("no --output given")
+    total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple)
+    existing = scan_results(config.run.output, config.results_hash())
+    return Plan(output=config.run.output, total=total, already_done=len(existing.done_ids),
+                already_correct=existing.correct)
+
+
+async def evaluate(config: EvalConfig, strategy: Strategy, *,
+                   on_row: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
+    """Run the whole evaluation; resumes from `config.run.output` if it exists."""
+    assert config.run.output is not None
+    config_hash = config.results_hash()
+    existing = scan_results(config.run.output, config_hash)
+    problems = load_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple)
+    log.info("run_start", output=str(config.run.output), resumed=len(existing.done_ids),
+             config_hash=config_hash, config=config.model_dump(mode="json"))
+
+    async with (open_engine(config.engine, seed=config.strategy.seed) as engine,
+                open_sandbox(config.sandbox.backend, sandbox_limits(config)) as sandbox):
+        ctx = SolveContext(engine=engine, sandbox=sandbox, strategy=config.strategy,
+                           sandbox_config=config.sandbox)
+        with Grader() as grader:
+            async def grade(reference: tuple[str, ...], prediction: str | None) -> bool:
+                if prediction is None:
+                    return False
+                return await grader.ais_equiv(reference, prediction,
+                                              timeout_s=config.run.grade_timeout_s)
+
+            writer = ResultsWriter(config.run.output)
+            try:
+                summary = await run_problems(
+                    problems,
+                    solve=lambda p: strategy.solve(p, ctx),
+                    grade=grade,
+                    to_row=lambda p, r, c: result_row(p, r, c, strategy=strategy.name,
+                                                      config_hash=config_hash),
+                    writer=writer, skip_ids=existing.done_ids,
+                    concurrency=config.run.concurrency, config_hash=config_hash,
+                    strategy_name=strategy.name, on_row=on_row)
+            finally:
+                await writer.aclose()
+    log.info("run_end", finished=summary.finished, correct=summary.correct, errors=summary.errors,
+             wall_s=round(summary.wall_s, 3))
+    return summary

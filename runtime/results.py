@@ -1,0 +1,98 @@
+"""The append-only results file: one JSON line per finished problem.
+
+Crash safety comes from the file's shape, not from bookkeeping: a row is written as one
+`write()` of a complete line and flushed before the next problem's row, so after a SIGKILL the
+file holds every finished problem plus at most one torn last line, which `open_results` cuts off.
+Re-running with the same path skips the ids already present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from runtime.errors import ResultsError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ExistingResults:
+    done_ids: set[str] = field(default_factory=set)
+    correct: int = 0
+    torn_bytes: int = 0  # bytes of a torn last line that were cut off
+
+
+def scan_results(path: Path, config_hash: str | None) -> ExistingResults:
+    """Read what an earlier run left, and repair a torn last line in place.
+
+    A torn line can only be the last one (rows are appended whole); a bad line anywhere else
+    means the file is not ours or was edited, and we refuse rather than guess.
+    """
+    found = ExistingResults()
+    if not path.exists():
+        return found
+    # Streamed line by line: a results file with whole MCTS trees can be far larger than memory.
+    with path.open("rb+") as fh:
+        good_end = 0
+        last_complete = True
+        for lineno, raw in enumerate(fh, start=1):
+            last_complete = raw.endswith(b"\n")
+            if raw.strip():
+                try:
+                    row = json.loads(raw)
+                    if not isinstance(row, dict) or "id" not in row:
+                        raise ValueError("not a results row")
+                except ValueError:
+                    if not last_complete:
+                        break  # the torn last line of a killed run (only the last lacks "\n")
+                    raise ResultsError(f"{path}:{lineno}: not a results row; use another --output") from None
+                if config_hash is not None and row.get("config_hash") not in (None, config_hash):
+                    raise ResultsError(
+                        f"{path} holds results of a different configuration (config_hash "
+                        f"{row.get('config_hash')} != {config_hash}); use another --output")
+                found.done_ids.add(str(row["id"]))
+                found.correct += bool(row.get("correct"))
+            good_end += len(raw)
+        size = fh.seek(0, os.SEEK_END)
+        if good_end < size:
+            found.torn_bytes = size - good_end
+            fh.truncate(good_end)
+            log.warning("results_torn_line_dropped", path=str(path), bytes=found.torn_bytes)
+        elif not last_complete:
+            fh.write(b"\n")  # a complete last row whose newline never reached the disk
+    return found
+
+
+class ResultsWriter:
+    """Appends rows; safe to call from many tasks (one lock, writes in a worker thread)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh: IO[bytes] = path.open("ab")
+        self._lock = asyncio.Lock()
+
+    def _write_line(self, line: bytes) -> None:
+        self._fh.write(line)
+        # flush, not fsync: a killed process loses nothing flushed to the OS; fsync per row would
+        # cost milliseconds and only guards against power loss, which close() covers at the end.
+        self._fh.flush()
+
+    async def write(self, row: dict[str, Any]) -> None:
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+        async with self._lock:
+            await asyncio.to_thread(self._write_line, line)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()

@@ -1,0 +1,123 @@
+"""Run many problems concurrently: one asyncio task per problem, a bounded number in flight.
+
+Concurrency is the scheduler's job; batching is the engine's; search is the strategy's. Problems
+are pulled from the (lazy) dataset iterator only when a slot frees up, so memory is bounded by
+`concurrency`, not by the dataset. Each finished problem is appended to the results file before
+the next one can take its slot's place in the accounting, so a crash loses nothing finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from runtime.problem import Problem
+from runtime.results import ResultsWriter
+
+log = structlog.get_logger(__name__)
+
+
+class SolvedLike(Protocol):
+    """What the scheduler needs of a strategy's result (strategies.base.SearchResult)."""
+
+    prediction: str | None
+
+
+Solve = Callable[[Problem], Awaitable[Any]]
+Grade = Callable[[tuple[str, ...], str | None], Awaitable[bool]]
+ToRow = Callable[[Problem, Any, bool], dict[str, Any]]
+
+
+@dataclass
+class RunSummary:
+    finished: int = 0
+    correct: int = 0
+    errors: int = 0
+    skipped: int = 0
+    wall_s: float = 0.0
+
+
+def error_row(problem: Problem, exc: BaseException, config_hash: str, strategy: str,
+              wall_s: float) -> dict[str, Any]:
+    return {
+        "id": problem.id, "question": problem.question, "answer": problem.to_json()["answer"],
+        "strategy": strategy, "config_hash": config_hash, "prediction": None, "correct": False,
+        "tree": None, "stats": {"wall_s": wall_s},
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc))[-4000:],
+    }
+
+
+async def run_problems(
+    problems: Iterable[Problem],
+    *,
+    solve: Solve,
+    grade: Grade,
+    to_row: ToRow,
+    writer: ResultsWriter,
+    skip_ids: set[str],
+    concurrency: int,
+    config_hash: str,
+    strategy_name: str,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> RunSummary:
+    """Solve every problem not in `skip_ids`, appending one row per problem to `writer`.
+
+    A problem whose solve or grading raises becomes an `error` row; the run goes on. Cancelling
+    the caller (Ctrl-C) cancels the problems in flight; every row written so far stays written.
+    """
+    summary = RunSummary()
+    started = time.monotonic()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(problem: Problem) -> None:
+        t0 = time.monotonic()
+        try:
+            try:
+                result = await solve(problem)
+                correct = await grade(problem.answer, result.prediction)
+                row = to_row(problem, result, correct)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failing problem must never end the run
+                log.warning("problem_failed", id=problem.id, error=f"{type(exc).__name__}: {exc}")
+                row = error_row(problem, exc, config_hash, strategy_name, time.monotonic() - t0)
+                summary.errors += 1
+            await writer.write(row)
+            summary.finished += 1
+            summary.correct += bool(row.get("correct"))
+            if on_row is not None:
+                on_row(row)
+        finally:
+            slots.release()
+
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        pending = iter(problems)
+        while True:
+            await slots.acquire()  # pull the next problem only once a slot is free
+            problem = next(pending, None)
+            if problem is None or problem.id in skip_ids:
+                slots.release()
+                if problem is None:
+                    break
+                summary.skipped += 1
+                continue
+            task = asyncio.create_task(one(problem), name=f"problem-{problem.id}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        summary.wall_s = time.monotonic() - started
+    return summary

@@ -1,0 +1,41 @@
+"""`cli.py solve`: one question from the command line, its step-by-step trace printed."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.panel import Panel
+
+from runtime.config import EvalConfig
+from runtime.engines import open_engine
+from runtime.problem import Problem
+from sandbox import open_sandbox
+from strategies import make_strategy
+from strategies.base import SolveContext
+
+
+async def solve_one(config: EvalConfig, question: str, answer: str | None, console: Console) -> int:
+    from evals.grader import Grader
+    from runtime.evaluate import sandbox_limits
+
+    strategy = make_strategy(config.strategy)
+    problem = Problem(id="cli", question=question, answer=(answer,) if answer else ())
+    async with (open_engine(config.engine, seed=config.strategy.seed) as engine,
+                open_sandbox(config.sandbox.backend, sandbox_limits(config)) as sandbox):
+        ctx = SolveContext(engine=engine, sandbox=sandbox, strategy=config.strategy,
+                           sandbox_config=config.sandbox)
+        result = await strategy.solve(problem, ctx)
+
+    tree = result.tree
+    end = tree.nodes[result.solutions[0].node_id] if result.solutions else max(
+        tree.nodes, key=lambda n: (n.depth, -n.id))
+    console.print(Panel(question, title="question"))
+    for node in tree.path(end):
+        title = f"step {node.depth}" + (" · code error" if node.code_error else "")
+        console.print(Panel(node.text.strip(), title=title, title_align="left"))
+    console.print(f"[bold]prediction:[/] {result.prediction!r}   steps {result.stats.steps}   "
+                  f"{result.stats.wall_s:.2f} s   {result.stats.code_runs} code runs")
+    if answer:
+        with Grader() as grader:
+            ok = await grader.ais_equiv((answer,), result.prediction or "")
+        console.print(f"[bold]reference:[/] {answer!r} → {'[green]correct' if ok else '[red]wrong'}")
+    return 0

@@ -1,0 +1,24 @@
+"""Search strategies, chosen by name through `STRATEGIES` (one module per strategy)."""
+
+from __future__ import annotations
+
+from runtime.config import StrategyConfig
+from runtime.errors import ConfigError
+from strategies.base import SearchResult, Solution, SolveContext, SolveStats, Strategy, StrategyFactory
+from strategies.greedy import GreedyStrategy
+
+STRATEGIES: dict[str, StrategyFactory] = {
+    "greedy": GreedyStrategy,
+}
+
+
+def make_strategy(config: StrategyConfig) -> Strategy:
+    try:
+        factory = STRATEGIES[config.name]
+    except KeyError:
+        raise ConfigError(f"unknown strategy {config.name!r}; available: {', '.join(sorted(STRATEGIES))}") from None
+    return factory(config)
+
+
+__all__ = ["STRATEGIES", "GreedyStrategy", "SearchResult", "Solution", "SolveContext", "SolveStats",
+           "Strategy", "StrategyFactory", "make_strategy"]

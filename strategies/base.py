@@ -1,0 +1,80 @@
+"""The `Strategy` protocol and what a strategy gets and returns.
+
+A strategy is plain sequential-looking async code for ONE problem. It awaits the engine and the
+sandbox; it never builds batches (the engine does) and never runs many problems (the scheduler
+does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from runtime.config import SandboxConfig, StrategyConfig
+from runtime.engine import Engine
+from runtime.problem import Problem
+from runtime.tree import Tree
+from sandbox import Sandbox
+
+
+@dataclass
+class SolveStats:
+    """Per-problem counters; `steps` is the depth of the chosen solution (the paper's "steps")."""
+
+    steps: int = 0
+    engine_calls: int = 0
+    value_calls: int = 0
+    generated_tokens: int = 0
+    code_runs: int = 0
+    code_timeouts: int = 0
+    n_solutions: int = 0
+    started: float = field(default_factory=time.monotonic)
+    wall_s: float = 0.0
+
+    def finish(self) -> None:
+        self.wall_s = time.monotonic() - self.started
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "started"}
+
+
+@dataclass
+class Solution:
+    answer: str
+    node_id: int
+    value: float | None = None
+
+
+@dataclass
+class SearchResult:
+    """The whole tree, the chosen answer and the candidates it was chosen from (best first)."""
+
+    tree: Tree
+    prediction: str | None
+    solutions: list[Solution]
+    stats: SolveStats
+
+
+@dataclass
+class SolveContext:
+    """Everything a strategy may use; built once per run and shared by all problems."""
+
+    engine: Engine
+    sandbox: Sandbox
+    strategy: StrategyConfig
+    sandbox_config: SandboxConfig
+    value_engine: Engine | None = None
+    logger: Any = field(default_factory=lambda: structlog.get_logger("strategies"))
+
+
+class Strategy(Protocol):
+    name: str
+
+    async def solve(self, problem: Problem, ctx: SolveContext) -> SearchResult: ...
+
+
+StrategyFactory = Callable[[StrategyConfig], Strategy]

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.config import apply_overrides, build_config, load_preset, merge, preset_names
+from runtime.errors import ConfigError
+
+
+def test_greedy_preset_carries_the_papers_values() -> None:
+    config = build_config(load_preset("greedy"))
+    assert config.strategy.name == "greedy"
+    assert config.strategy.temperature == 0.0
+    assert config.strategy.max_depth == 10
+    assert config.strategy.prompt_format == "react_sft"
+    assert "greedy" in preset_names()
+
+
+def test_overrides_and_flags_apply_in_order() -> None:
+    data = merge(load_preset("greedy"), "engine", {"model": "m", "device": None})
+    data = apply_overrides(data, ["strategy.max_tokens=64", "run.limit=3", "engine.model=other"])
+    config = build_config(data)
+    assert config.strategy.max_tokens == 64
+    assert config.run.limit == 3
+    assert config.engine.model == "other"
+    assert config.engine.device == "cpu"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("strategy.max_tokens=-1", "strategy.max_tokens"),
+    ("strategy.nope=1", "strategy.nope"),
+    ("bogus.x=1", "unknown section 'bogus'"),
+    ("no_equals", "section.key=value"),
+    ("run.shard=3/2", "run.shard"),
+])
+def test_bad_values_are_one_clear_line(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(apply_overrides(load_preset("greedy"), [override]))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="greedy"):
+        load_preset("no-such-preset")
+
+
+def test_preset_from_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("strategy:\n  max_depth: 3\n")
+    assert build_config(load_preset(str(path))).strategy.max_depth == 3
+
+
+def test_results_hash_ignores_where_but_not_what() -> None:
+    base = build_config(load_preset("greedy"))
+    moved = build_config(apply_overrides(load_preset("greedy"), ["run.output=/tmp/x.jsonl", "run.concurrency=3"]))
+    changed = build_config(apply_overrides(load_preset("greedy"), ["strategy.max_tokens=5"]))
+    assert base.results_hash() == moved.results_hash()
+    assert base.results_hash() != changed.results_hash()

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import ResultsError
+from runtime.results import ResultsWriter, scan_results
+
+
+def _row(i: int, correct: bool = True, config_hash: str = "h") -> dict:
+    return {"id": f"p{i}", "correct": correct, "config_hash": config_hash}
+
+
+def _write(path: Path, rows: list[dict], tail: bytes = b"") -> None:
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows) + tail)
+
+
+def test_missing_file_is_empty(tmp_path: Path) -> None:
+    found = scan_results(tmp_path / "nope.jsonl", "h")
+    assert found.done_ids == set() and found.correct == 0
+
+
+def test_finished_ids_and_correct_count(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    _write(path, [_row(0), _row(1, False), _row(2)])
+    found = scan_results(path, "h")
+    assert found.done_ids == {"p0", "p1", "p2"}
+    assert found.correct == 2
+
+
+def test_torn_last_line_is_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    _write(path, [_row(0), _row(1)], tail=b'{"id": "p2", "corr')
+    found = scan_results(path, "h")
+    assert found.done_ids == {"p0", "p1"}
+    assert found.torn_bytes == len(b'{"id": "p2", "corr')
+    # The file is repaired so appending goes on from a clean line boundary.
+    assert path.read_bytes().endswith(b"\n")
+    assert len(path.read_bytes().splitlines()) == 2
+
+
+def test_complete_last_row_without_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(json.dumps(_row(0)).encode() + b"\n" + json.dumps(_row(1)).encode())
+    found = scan_results(path, "h")
+    assert found.done_ids == {"p0", "p1"}
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_bad_line_in_the_middle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(json.dumps(_row(0)).encode() + b"\nnot json\n" + json.dumps(_row(1)).encode() + b"\n")
+    with pytest.raises(ResultsError, match=r"r.jsonl:2"):
+        scan_results(path, "h")
+
+
+def test_other_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    _write(path, [_row(0, config_hash="other")])
+    with pytest.raises(ResultsError, match="different configuration"):
+        scan_results(path, "h")
+
+
+async def test_writer_appends_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "r.jsonl"
+    writer = ResultsWriter(path)
+    import asyncio
+
+    await asyncio.gather(*(writer.write({"id": f"p{i}", "text": "x" * 10_000}) for i in range(50)))
+    await writer.aclose()
+    lines = path.read_bytes().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == sorted(f"p{i}" for i in range(50))

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from runtime.problem import Problem
+from runtime.results import ResultsWriter
+from runtime.scheduler import run_problems
+
+
+def _problems(n: int, pulled: list[int] | None = None) -> Iterator[Problem]:
+    for i in range(n):
+        if pulled is not None:
+            pulled.append(i)
+        yield Problem(id=f"p{i}", question=f"q{i}", answer=(str(i),))
+
+
+async def _grade(reference: tuple[str, ...], prediction: str | None) -> bool:
+    return prediction in reference
+
+
+def _to_row(problem: Problem, result: Any, correct: bool) -> dict[str, Any]:
+    return {"id": problem.id, "prediction": result.prediction, "correct": correct, "error": None}
+
+
+async def _run(tmp_path: Path, problems, solve, *, concurrency: int = 4, skip: set[str] | None = None,
+               on_row=None):
+    writer = ResultsWriter(tmp_path / "r.jsonl")
+    try:
+        return await run_problems(problems, solve=solve, grade=_grade, to_row=_to_row, writer=writer,
+                                  skip_ids=skip or set(), concurrency=concurrency,
+                                  config_hash="h", strategy_name="test", on_row=on_row)
+    finally:
+        await writer.aclose()
+
+
+def _rows(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+
+
+async def test_bounded_in_flight_and_lazy_pulling(tmp_path: Path) -> None:
+    in_flight = 0
+    peak = 0
+    pulled: list[int] = []
+    done = 0
+
+    async def solve(problem: Problem):
+        nonlocal in_flight, peak, done
+        in_flight += 1
+        peak = max(peak, in_flight)
+        # The dataset iterator may be at most `concurrency` problems ahead of what finished.
+        assert len(pulled) <= done + 3
+        await asyncio.sleep(0.001 * (int(problem.id[1:]) % 5))
+        in_flight -= 1
+        done += 1
+        return SimpleNamespace(prediction=problem.answer[0])
+
+    summary = await _run(tmp_path, _problems(60, pulled), solve, concurrency=3)
+    assert peak == 3
+    assert summary.finished == 60 and summary.correct == 60
+    assert sorted(r["id"] for r in _rows(tmp_path)) == sorted(f"p{i}" for i in range(60))
+
+
+async def test_a_failing_problem_becomes_an_error_row(tmp_path: Path) -> None:
+    async def solve(problem: Problem):
+        if problem.id == "p2":
+            raise RuntimeError("boom")
+        return SimpleNamespace(prediction="wrong")
+
+    summary = await _run(tmp_path, _problems(5), solve)
+    assert summary.errors == 1 and summary.finished == 5
+    rows = {r["id"]: r for r in _rows(tmp_path)}
+    assert rows["p2"]["error"] == "RuntimeError: boom"
+    assert rows["p2"]["correct"] is False
+    assert rows["p1"]["error"] is None
+
+
+async def test_finished_ids_are_skipped(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def solve(problem: Problem):
+        seen.append(problem.id)
+        return SimpleNamespace(prediction=None)
+
+    summary = await _run(tmp_path, _problems(5), solve, skip={"p0", "p3"})
+    assert sorted(seen) == ["p1", "p2", "p4"]
+    assert summary.skipped == 2
+
+
+async def test_cancellation_keeps_every_finished_row(tmp_path: Path) -> None:
+    written: list[str] = []
+    two_written = asyncio.Event()
+
+    def on_row(row: dict) -> None:
+        written.append(row["id"])
+        if len(written) == 2:
+            two_written.set()
+
+    async def solve(problem: Problem):
+        if int(problem.id[1:]) < 2:
+            return SimpleNamespace(prediction=problem.answer[0])
+        await asyncio.Event().wait()  # never finishes: cancelled by the "Ctrl-C"
+        raise AssertionError
+
+    task = asyncio.create_task(_run(tmp_path, _problems(10), solve, concurrency=4, on_row=on_row))
+    await two_written.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(r["id"] for r in _rows(tmp_path)) == ["p0", "p1"]

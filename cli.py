@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
@@ -191,6 +192,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A shell starts background jobs with SIGINT ignored, and asyncio only turns Ctrl-C into a
+    # clean cancellation when Python's own handler is installed: make Ctrl-C/`kill -INT` mean
+    # "stop and keep what finished" however we were started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

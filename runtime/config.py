@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evals.datasets import FieldMap, parse_shard
 from runtime.errors import ConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -39,6 +40,19 @@ class StrategyConfig(_Section):
     step_beam_width: int = Field(1, ge=1, description="B1: beams kept per depth")
     need_value_func: bool = False
     seed: int = 1234
+    # Search knobs used by beam search, MCTS, voting and offline inference (ALPHAMATH.md §3–4, §6).
+    remove_duplicate: bool = Field(False, description="merge identical sibling texts")
+    c_puct: float = Field(1.25, gt=0.0, description="PUCT exploration constant")
+    iterations: int = Field(40, ge=1, description="MCTS simulations per problem")
+    errors_threshold: int = Field(0, ge=0, description="consecutive code errors before a node "
+                                  "is terminal (0 = no limit)")
+    use_ground_truth: bool = Field(False, description="terminal rewards ±1 from the reference "
+                                   "answer (the original's is_sampling: training-data mode)")
+    legacy_stop: bool = Field(False, description="end an MCTS search as soon as selection meets "
+                              "a node whose children are all terminal, as the original did")
+    prune: bool = Field(False, description="offline: drop subtrees without a valid answer leaf")
+    infer_strategy: Literal["q_value", "value", "visits", "puct"] = "q_value"
+    num_votes: int = Field(1, ge=1, description="k of maj@k / runs to vote over")
 
 
 class EngineConfig(_Section):
@@ -63,26 +77,30 @@ class RunConfig(_Section):
     dataset: str = "gsm8k"
     output: Path | None = None
     limit: int | None = Field(None, ge=1)
-    shard: str | None = None
+    shard: str | None = Field(None, description="'i/n', 0-based: problems k with k % n == i")
     concurrency: int = Field(256, ge=1, description="problems in flight at once")
     grade_timeout_s: float = Field(10.0, gt=0)
+    # Field names of a user .json/.jsonl dataset (ignored for the bundled ones).
+    id_field: str = "id"
+    question_field: str = "question"
+    answer_field: str = "answer"
 
     @field_validator("shard")
     @classmethod
     def _shard(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        i, sep, n = v.partition("/")
-        if not sep or not i.isdigit() or not n.isdigit() or not 0 <= int(i) < int(n):
-            raise ValueError(f"shard must be 'i/n' with 0 <= i < n, got {v!r}")
+        if v is not None:
+            parse_shard(v)  # raises ValueError with the reason
         return v
 
     @property
     def shard_tuple(self) -> tuple[int, int] | None:
-        if self.shard is None:
-            return None
-        i, _, n = self.shard.partition("/")
-        return int(i), int(n)
+        return None if self.shard is None else parse_shard(self.shard)
+
+    def field_map(self) -> FieldMap:
+        try:
+            return FieldMap(id=self.id_field, question=self.question_field, answer=self.answer_field)
+        except ValueError as exc:
+            raise ConfigError(f"config run.*_field: {exc}") from None
 
 
 class EvalConfig(_Section):

@@ -66,7 +66,8 @@ class Plan:
 def plan_run(config: EvalConfig) -> Plan:
     if config.run.output is None:
         raise ConfigError("no --output given")
-    total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple)
+    total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
+                          fields=config.run.field_map())
     existing = scan_results(config.run.output, config.results_hash())
     return Plan(output=config.run.output, total=total, already_done=len(existing.done_ids),
                 already_correct=existing.correct)
@@ -78,14 +79,13 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
     assert config.run.output is not None
     config_hash = config.results_hash()
     existing = scan_results(config.run.output, config_hash)
-    problems = load_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple)
+    problems = load_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
+                            fields=config.run.field_map())
     log.info("run_start", output=str(config.run.output), resumed=len(existing.done_ids),
              config_hash=config_hash, config=config.model_dump(mode="json"))
 
     async with (open_engine(config.engine, seed=config.strategy.seed) as engine,
                 open_sandbox(config.sandbox.backend, sandbox_limits(config)) as sandbox):
-        ctx = SolveContext(engine=engine, sandbox=sandbox, strategy=config.strategy,
-                           sandbox_config=config.sandbox)
         with Grader() as grader:
             async def grade(reference: tuple[str, ...], prediction: str | None) -> bool:
                 if prediction is None:
@@ -93,6 +93,8 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
                 return await grader.ais_equiv(reference, prediction,
                                               timeout_s=config.run.grade_timeout_s)
 
+            ctx = SolveContext(engine=engine, sandbox=sandbox, strategy=config.strategy,
+                               sandbox_config=config.sandbox, grade=grade)
             writer = ResultsWriter(config.run.output)
             try:
                 summary = await run_problems(

@@ -8,7 +8,7 @@ does).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,16 +59,28 @@ class SearchResult:
     stats: SolveStats
 
 
+Grade = Callable[[tuple[str, ...], str], Awaitable[bool]]
+
+
 @dataclass
 class SolveContext:
-    """Everything a strategy may use; built once per run and shared by all problems."""
+    """Everything a strategy may use; built once per run and shared by all problems.
+
+    `value_engine` serves the value head when it is a separate model; by default the policy
+    engine's own `value()` does. `grade` is the answer checker, for strategies that reward
+    terminals with the ground truth (MCTS training-data mode).
+    """
 
     engine: Engine
     sandbox: Sandbox
     strategy: StrategyConfig
     sandbox_config: SandboxConfig
     value_engine: Engine | None = None
+    grade: Grade | None = None
     logger: Any = field(default_factory=lambda: structlog.get_logger("strategies"))
+
+    async def values(self, prompts: Sequence[str]) -> list[float]:
+        return await (self.value_engine or self.engine).value(prompts)
 
 
 class Strategy(Protocol):

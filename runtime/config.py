@@ -53,6 +53,10 @@ class StrategyConfig(_Section):
     prune: bool = Field(False, description="offline: drop subtrees without a valid answer leaf")
     infer_strategy: Literal["q_value", "value", "visits", "puct"] = "q_value"
     num_votes: int = Field(1, ge=1, description="k of maj@k / runs to vote over")
+    vote_mode: Literal["samples", "runs", "top_k"] = Field(
+        "samples", description="maj@k over k sampled solutions; over the top-1 answers of k runs "
+        "of `vote_base`; or over one `vote_base` run's top-k solutions")
+    vote_base: str = Field("greedy", description="the strategy a vote runs (for runs / top_k)")
 
 
 class EngineConfig(_Section):

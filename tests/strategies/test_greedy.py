@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 from runtime.config import build_config, load_preset
 from runtime.engine import SamplingParams
 from runtime.engines.scripted import ScriptedEngine
 from runtime.problem import Problem
 from runtime.react import SENTINEL_NO_VALID_CHILD, SENTINEL_TOO_MANY_STEPS, get_format
-from sandbox import ExecResult
+from sandbox.scripted import TIMEOUT, ScriptedSandbox
 from strategies import GreedyStrategy, SolveContext
 
 FMT = get_format("react_sft")
 PROBLEM = Problem(id="p", question="What is 2 + 3?", answer=("5",))
-
-
-@dataclass
-class ScriptedSandbox:
-    """Observations by code; records every call (code, history)."""
-
-    observations: dict[str, str]
-    timeouts: set[str] = field(default_factory=set)
-    calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
-
-    async def run(self, code: str, *, history: Sequence[str] = (), timeout_s: float) -> ExecResult:
-        self.calls.append((code, tuple(history)))
-        if code in self.timeouts:
-            return ExecResult(stdout="", error="TimeoutError: Execution of the code snippet has timed out for exceeding 15 seconds.",
-                              timed_out=True, duration_s=timeout_s)
-        obs = self.observations[code]
-        is_error = obs.split(":")[0].endswith("Error")
-        return ExecResult(stdout="" if is_error else obs, error=obs if is_error else None,
-                          timed_out=False, duration_s=0.0)
-
-    async def aclose(self) -> None:
-        pass
 
 
 def code_step(code: str) -> str:
@@ -109,7 +84,7 @@ async def test_history_replays_earlier_code_but_not_timed_out_code() -> None:
     codes = ["a = 2", "while True: pass", "b = a * 3", "print(b)"]
     fenced = [f"```python\n{c}\n```" for c in codes]
     engine = ScriptedEngine(_by_depth([code_step(c) for c in codes] + [answer_step("6")]))
-    sandbox = ScriptedSandbox({fenced[0]: "", fenced[2]: "", fenced[3]: "6"}, timeouts={fenced[1]})
+    sandbox = ScriptedSandbox({fenced[0]: "", fenced[1]: TIMEOUT, fenced[2]: "", fenced[3]: "6"})
     ctx = _ctx(engine, sandbox)
     result = await GreedyStrategy(ctx.strategy).solve(PROBLEM, ctx)
     assert result.prediction == "6"

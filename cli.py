@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -114,6 +115,12 @@ def _setup_logging(args: argparse.Namespace, default_dir: Path) -> Path:
 
     log_file = args.log_file or default_dir / f"log-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     configure_logging(log_file, console_level="INFO" if args.verbose else "WARNING")
+    # transformers' own tqdm bars ("Loading weights") would tear through our progress bar.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     return log_file
 
 

@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("results", type=Path)
     sc.add_argument("--regrade", action="store_true", help="re-grade predictions instead of trusting `correct`")
 
+    of = sub.add_parser("offline", help="choose answers again from saved trees, without a model",
+                        description="Offline inference (ALPHAMATH.md §3): prune subtrees without a "
+                                    "valid answer, descend by a node score, re-grade, print the score.")
+    of.add_argument("results", type=Path)
+    of.add_argument("--by", choices=["q_value", "value", "visits", "puct"],
+                    help="node score to descend by (default: the preset's, q_value)")
+    of.add_argument("--no-prune", action="store_true", help="keep subtrees without a valid answer")
+    of.add_argument("--beam-width", type=int, help="children kept per depth (default: 1)")
+    of.add_argument("--preset", default="offline", help="preset with the offline settings")
+    of.add_argument("--output", type=Path, help="write the re-scored rows here (may be RESULTS itself)")
+
     so = sub.add_parser("solve", help="solve one question and print the step-by-step trace")
     so.add_argument("question")
     so.add_argument("--answer", help="a reference answer to grade against")
@@ -167,6 +178,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_offline(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from evals.report import render_score
+    from strategies.offline import offline_kwargs, offline_results
+
+    if not args.results.exists():
+        raise AlphaMathError(f"no such results file: {args.results}")
+    overrides = [f"strategy.infer_strategy={args.by}"] if args.by else []
+    if args.no_prune:
+        overrides.append("strategy.prune=false")
+    if args.beam_width:
+        overrides.append(f"strategy.step_beam_width={args.beam_width}")
+    config = build_config(apply_overrides(load_preset(args.preset), overrides))
+    score = offline_results(args.results, **offline_kwargs(config.strategy), output=args.output)
+    Console().print(render_score(score))
+    return 0
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -186,7 +216,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "score": cmd_score, "solve": cmd_solve, "tiny-model": cmd_tiny_model}
+COMMANDS = {"eval": cmd_eval, "score": cmd_score, "offline": cmd_offline, "solve": cmd_solve,
+            "tiny-model": cmd_tiny_model}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -49,7 +49,7 @@ def score_results(path: Path, *, regrade: bool = False, grader: Grader | None = 
     """Score `path`. With `regrade`, `correct` is recomputed from `answer` and `prediction`
     (with `grader`, or a temporary Grader closed afterwards)."""
     path = Path(path)
-    rows = list(_read_rows(path))
+    rows = list(read_rows(path))
     torn = sum(1 for r in rows if r is None)
     good: list[tuple[int, dict[str, Any]]] = [r for r in rows if r is not None]
     if torn:
@@ -115,7 +115,7 @@ def render_score(score: Score) -> Table:
     if score.torn_lines:
         notes.append(f"{score.torn_lines} torn last line skipped")
     if score.regraded:
-        notes.append(f"{score.flipped} verdicts changed by regrading")
+        notes.append(f"{score.flipped} verdicts changed")
     if notes:
         table.caption = "; ".join(notes)
     return table
@@ -124,7 +124,7 @@ def render_score(score: Score) -> Table:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]] | None]:
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]] | None]:
     """(line, row) per line; None once for a torn last line. Raises ScoreError otherwise."""
     try:
         fh = path.open("rb")

@@ -12,13 +12,15 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from evals.datasets import FieldMap, parse_shard
 from runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from evals.datasets import FieldMap
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -93,14 +95,20 @@ class RunConfig(_Section):
     @classmethod
     def _shard(cls, v: str | None) -> str | None:
         if v is not None:
+            from evals.datasets import parse_shard  # evals imports runtime: import on use
+
             parse_shard(v)  # raises ValueError with the reason
         return v
 
     @property
     def shard_tuple(self) -> tuple[int, int] | None:
+        from evals.datasets import parse_shard
+
         return None if self.shard is None else parse_shard(self.shard)
 
     def field_map(self) -> FieldMap:
+        from evals.datasets import FieldMap
+
         try:
             return FieldMap(id=self.id_field, question=self.question_field, answer=self.answer_field)
         except ValueError as exc:

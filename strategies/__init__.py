@@ -6,6 +6,14 @@ from runtime.config import StrategyConfig
 from runtime.errors import ConfigError
 from strategies.base import SearchResult, Solution, SolveContext, SolveStats, Strategy, StrategyFactory
 from strategies.greedy import GreedyStrategy
+from strategies.offline import (
+    OfflineChoice,
+    offline_answer,
+    offline_kwargs,
+    offline_rescore,
+    offline_results,
+    offline_solutions,
+)
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "greedy": GreedyStrategy,
@@ -20,5 +28,6 @@ def make_strategy(config: StrategyConfig) -> Strategy:
     return factory(config)
 
 
-__all__ = ["STRATEGIES", "GreedyStrategy", "SearchResult", "Solution", "SolveContext", "SolveStats",
-           "Strategy", "StrategyFactory", "make_strategy"]
+__all__ = ["STRATEGIES", "GreedyStrategy", "OfflineChoice", "SearchResult", "Solution", "SolveContext",
+           "SolveStats", "Strategy", "StrategyFactory", "make_strategy", "offline_answer",
+           "offline_kwargs", "offline_rescore", "offline_results", "offline_solutions"]

@@ -116,6 +116,13 @@ def test_eval_killed_mid_run_resumes_with_nothing_lost(tiny_model_dir: Path, tmp
     assert score.returncode == 0, score.stderr
     assert "accuracy" in score.stdout.lower()
 
+    # Offline inference on the saved (greedy, linear) trees picks the same answers again.
+    rescored = tmp_path / "offline.jsonl"
+    offline = run_cli("offline", str(out), "--output", str(rescored))
+    assert offline.returncode == 0, offline.stderr
+    again = {r["id"]: r["prediction"] for r in _rows(rescored)}
+    assert again == {r["id"]: r["prediction"] for r in rows}
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "

@@ -20,10 +20,15 @@ async def solve_one(config: EvalConfig, question: str, answer: str | None, conso
     strategy = make_strategy(config.strategy)
     problem = Problem(id="cli", question=question, answer=(answer,) if answer else ())
     async with (open_engine(config.engine, seed=config.strategy.seed) as engine,
-                open_sandbox(config.sandbox.backend, sandbox_limits(config)) as sandbox):
+                open_sandbox(config.sandbox.backend, sandbox_limits(config)) as sandbox,
+                Grader() as grader):
+        async def grade(reference: tuple[str, ...], prediction: str) -> bool:
+            return await grader.ais_equiv(reference, prediction, timeout_s=config.run.grade_timeout_s)
+
         ctx = SolveContext(engine=engine, sandbox=sandbox, strategy=config.strategy,
-                           sandbox_config=config.sandbox)
+                           sandbox_config=config.sandbox, grade=grade)
         result = await strategy.solve(problem, ctx)
+        ok = await grade((answer,), result.prediction or "") if answer else None
 
     tree = result.tree
     end = tree.nodes[result.solutions[0].node_id] if result.solutions else max(
@@ -35,7 +40,5 @@ async def solve_one(config: EvalConfig, question: str, answer: str | None, conso
     console.print(f"[bold]prediction:[/] {result.prediction!r}   steps {result.stats.steps}   "
                   f"{result.stats.wall_s:.2f} s   {result.stats.code_runs} code runs")
     if answer:
-        with Grader() as grader:
-            ok = await grader.ais_equiv((answer,), result.prediction or "")
         console.print(f"[bold]reference:[/] {answer!r} → {'[green]correct' if ok else '[red]wrong'}")
     return 0

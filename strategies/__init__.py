@@ -5,7 +5,9 @@ from __future__ import annotations
 from runtime.config import StrategyConfig
 from runtime.errors import ConfigError
 from strategies.base import SearchResult, Solution, SolveContext, SolveStats, Strategy, StrategyFactory
+from strategies.beam import BeamSearchStrategy
 from strategies.greedy import GreedyStrategy
+from strategies.majority import MajorityVoteStrategy
 from strategies.offline import (
     OfflineChoice,
     offline_answer,
@@ -17,6 +19,8 @@ from strategies.offline import (
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "greedy": GreedyStrategy,
+    "sbs": BeamSearchStrategy,
+    "majority": MajorityVoteStrategy,
 }
 
 
@@ -28,6 +32,6 @@ def make_strategy(config: StrategyConfig) -> Strategy:
     return factory(config)
 
 
-__all__ = ["STRATEGIES", "GreedyStrategy", "OfflineChoice", "SearchResult", "Solution", "SolveContext",
+__all__ = ["STRATEGIES", "BeamSearchStrategy", "GreedyStrategy", "MajorityVoteStrategy", "OfflineChoice", "SearchResult", "Solution", "SolveContext",
            "SolveStats", "Strategy", "StrategyFactory", "make_strategy", "offline_answer",
            "offline_kwargs", "offline_rescore", "offline_results", "offline_solutions"]

@@ -8,7 +8,8 @@ wins (models restate and correct themselves):
 3. `The answer is …` up to the end of the line, without a trailing period;
 4. GSM8K's `#### n`.
 
-One surrounding `$…$` is stripped from the result. `None` when no format matches.
+One surrounding `$…$` is stripped from the result. `None` when no format matches (or for a
+non-string). Bytes are decoded as UTF-8; bytes that are not UTF-8 raise a `ValueError` saying so.
 """
 
 from __future__ import annotations
@@ -23,8 +24,14 @@ _ANSWER_IS_RE = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\b[ \t]*:?", r
 _HASHES_RE = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str | bytes) -> str | None:
     """The final answer in `text`, or None when none of the known formats is present."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"extract_answer: text is not UTF-8 ({exc.reason} at byte "
+                             f"{exc.start})") from exc
     if not isinstance(text, str) or not text:
         return None
     for finder in (_final_answer, _boxed, _answer_is, _hashes):

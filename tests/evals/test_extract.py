@@ -54,3 +54,10 @@ def test_nothing_found(text: str) -> None:
 def test_long_text_is_fast() -> None:
     text = "\\boxed{" * 20_000 + "x"  # many unclosed boxes: still linear enough
     assert extract_answer(text[:40_000]) is None
+
+
+def test_bytes() -> None:
+    assert extract_answer("Final Answer: 4".encode()) == "4"
+    with pytest.raises(ValueError, match="not UTF-8"):
+        extract_answer(b"Final Answer: \xff\xfe")
+    assert extract_answer(None) is None  # type: ignore[arg-type]

@@ -179,13 +179,14 @@ async def test_ais_equiv_does_not_block_the_loop(grader: Grader) -> None:
 
 def test_cache_hit_skips_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     with Grader(max_workers=1) as g:
-        assert g.is_equiv("\\frac{3}{4}", "0.75") is True
+        assert g.is_equiv("x^2+2x", "x(x+2)") is True
         calls: list[object] = []
         monkeypatch.setattr(g, "_submit", lambda *a: calls.append(a) or False)
-        assert g.is_equiv("\\frac{3}{4}", "0.75") is True
-        assert g.is_equiv("$\\frac{3}{4}$", " 0.75 ") is True  # same key after normalising
+        assert g.is_equiv("x^2+2x", "x(x+2)") is True
+        assert g.is_equiv(" x^2+2x", "x(x+2) ") is True  # same key after stripping
+        assert g.is_equiv("\\frac{3}{4}", "0.75") is True  # plain numbers: no pool at all
         assert calls == []
-        assert g.is_equiv("\\frac{3}{4}", "0.7") is False
+        assert g.is_equiv("x^2+2x", "x(x+3)") is False
         assert len(calls) == 1
 
 
@@ -205,7 +206,7 @@ def _gone(pid: int, within_s: float) -> bool:
 
 def test_timeout_kills_the_pool_and_it_recovers() -> None:
     with Grader(max_workers=2, task=slow_task) as g:
-        assert g.is_equiv("1", "1.0") is True
+        assert g.is_equiv("x+1", "1+x") is True
         assert g.pools_started == 1
         old = g._state.pool
         assert old is not None
@@ -218,7 +219,7 @@ def test_timeout_kills_the_pool_and_it_recovers() -> None:
             # after which multiprocessing cannot tell a dead child from a live one.
             assert _gone(proc.pid, within_s=10), f"worker {proc.pid} still running"
         # The next call builds a fresh pool and grades normally.
-        assert g.is_equiv("2", "2.0") is True
+        assert g.is_equiv("x+2", "2+x") is True
         assert g.pools_started == 2
         # The verdict of the slow input is cached: it does not kill the new pool again.
         assert g.is_equiv("1", SLOW, timeout_s=0.5) is False
@@ -229,30 +230,30 @@ async def test_async_timeout_and_bystanders() -> None:
     async with Grader(max_workers=2, task=slow_task) as g:
         slow = asyncio.create_task(g.ais_equiv("1", SLOW, timeout_s=1.0))
         # A bystander graded while the slow one is stuck in the other worker.
-        assert await g.ais_equiv("3", "3.0") is True
+        assert await g.ais_equiv("x+3", "3+x") is True
         assert await slow is False
-        assert await g.ais_equiv("4", "4.0") is True
+        assert await g.ais_equiv("x+4", "4+x") is True
         assert g.pools_started == 2
 
 
 async def test_cancelled_caller_frees_its_slot() -> None:
     async with Grader(max_workers=1, task=slow_task) as g:
         slow = asyncio.create_task(g.ais_equiv("1", SLOW, timeout_s=1.0))
-        waiting = asyncio.create_task(g.ais_equiv("5", "5.0"))
+        waiting = asyncio.create_task(g.ais_equiv("x+5", "5+x"))
         await asyncio.sleep(0)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
         assert await slow is False
-        assert await g.ais_equiv("6", "6.0") is True  # the slot of the cancelled one came back
+        assert await g.ais_equiv("x+6", "6+x") is True  # the slot of the cancelled one came back
 
 
 def test_closed_grader_returns_false_without_hanging() -> None:
     g = Grader(max_workers=1)
     g.close()
     for _ in range(3):  # more calls than slots: no slot may leak
-        assert g.is_equiv("1", "1.0") is False
-    assert g.is_equiv("1", "1") is True  # the equality fast path needs no pool
+        assert g.is_equiv("x+1", "1+x") is False
+    assert g.is_equiv("1", "1.0") is True  # the fast paths need no pool
 
 
 def test_fork_is_refused() -> None:

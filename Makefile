@@ -40,7 +40,11 @@ smoke: setup
 	$(PY) cli.py eval --dataset gsm8k --limit 20 --strategy greedy --model $(SMOKE_MODEL) \
 	    --sandbox bwrap --set strategy.max_tokens=96 --output $(SMOKE_OUT)
 
+# The Docker sandbox tests need an engine and the locally built image: ensure_docker.sh installs
+# docker.io, starts dockerd and builds the image once (cached); where Docker cannot run it says so
+# loudly and the Docker tests skip.
 test: setup
+	scripts/ensure_docker.sh $(PY)
 	$(PY) -m pytest -q
 
 clean:

@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--answer", help="a reference answer to grade against")
     _add_run_flags(so)
 
+    sb = sub.add_parser("sandbox", help="build the Docker sandbox image, or remove leftover containers")
+    sb_sub = sb.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
+    sbb = sb_sub.add_parser("build", help="build alphamath-sandbox:<version> locally (idempotent)")
+    sbb.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    sbc = sb_sub.add_parser("clean", help="remove sandbox containers left by crashed runs")
+    sbc.add_argument("--all", action="store_true", help="also remove containers of live runs")
+
     tm = sub.add_parser("tiny-model", help="build the tiny local model used by the smoke run and tests")
     tm.add_argument("out", type=Path)
     tm.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -207,6 +214,20 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return asyncio.run(solve_one(config, args.question, args.answer, Console()))
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox import build_image, clean_containers
+
+    if args.sandbox_command == "build":
+        try:
+            built = build_image(force=args.force)
+        except RuntimeError as exc:
+            raise AlphaMathError(str(exc)) from None
+        print("sandbox image built" if built else "sandbox image already present")
+    else:
+        print(f"removed {clean_containers(include_live=args.all)} sandbox containers")
+    return 0
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from training.tiny_model import build_tiny_model
 
@@ -217,7 +238,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "score": cmd_score, "offline": cmd_offline, "solve": cmd_solve,
-            "tiny-model": cmd_tiny_model}
+            "sandbox": cmd_sandbox, "tiny-model": cmd_tiny_model}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

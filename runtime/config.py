@@ -77,6 +77,13 @@ class SandboxConfig(_Section):
     cpu_s: int = Field(20, ge=1)
     tmpfs_mb: int = Field(64, ge=1)
     max_concurrency: int | None = Field(None, ge=1, description="sandbox processes at once; default 2 × CPUs")
+    # Docker backend only.
+    pool_size: int | None = Field(None, ge=1, description="warm containers; default 2 × CPUs")
+    max_uses: int = Field(100, ge=1, description="runs per container before it is replaced")
+    container_memory_mb: int = Field(1536, ge=128, description="cgroup memory (= memory+swap) per container")
+    pids_limit: int = Field(128, ge=8)
+    cpus: float = Field(1.0, ge=0.01, description="CPU quota per container")
+    image: str = "alphamath-sandbox:1"
 
 
 class RunConfig(_Section):

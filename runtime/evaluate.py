@@ -30,7 +30,10 @@ log = structlog.get_logger(__name__)
 def sandbox_limits(config: EvalConfig) -> SandboxLimits:
     sb = config.sandbox
     return SandboxLimits(memory_mb=sb.memory_mb, cpu_s=sb.cpu_s, tmpfs_mb=sb.tmpfs_mb,
-                         max_concurrency=sb.max_concurrency or default_sandbox_concurrency())
+                         max_concurrency=sb.max_concurrency or default_sandbox_concurrency(),
+                         pool_size=sb.pool_size or default_sandbox_concurrency(),
+                         max_uses=sb.max_uses, container_memory_mb=sb.container_memory_mb,
+                         pids_limit=sb.pids_limit, cpus=sb.cpus, image=sb.image)
 
 
 def result_row(problem: Problem, result: SearchResult, correct: bool, *, strategy: str,

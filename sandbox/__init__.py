@@ -6,6 +6,7 @@ returns an `ExecResult` whose `observation` is exactly what AlphaMath's python t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -13,17 +14,24 @@ import structlog
 
 from sandbox.base import ExecResult, Sandbox
 from sandbox.bwrap import BwrapSandbox
+from sandbox.docker import DockerSandbox, clean_containers, docker_ready
 from sandbox.errors import SandboxError, SandboxUnavailable
+from sandbox.image import IMAGE, build_image
 from sandbox.limits import SandboxLimits
 
 __all__ = [
     "BACKENDS",
+    "IMAGE",
     "BwrapSandbox",
+    "DockerSandbox",
     "ExecResult",
     "Sandbox",
     "SandboxError",
     "SandboxLimits",
     "SandboxUnavailable",
+    "build_image",
+    "clean_containers",
+    "docker_ready",
     "open_sandbox",
 ]
 
@@ -38,18 +46,29 @@ async def open_sandbox(
 ) -> AsyncIterator[Sandbox]:
     """Yield a ready, checked `Sandbox` for `backend` and close it on exit.
 
-    "bwrap": bubblewrap. "docker": not implemented yet (raises SandboxUnavailable). "auto":
-    bubblewrap for now — it will prefer Docker once that backend exists.
+    "docker": the warm container pool; raises SandboxUnavailable naming the exact command when
+    no engine answers or the image is missing. "bwrap": bubblewrap. "auto": docker when an
+    engine answers and the image exists, else bubblewrap; logs which and why.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown sandbox backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    if backend == "docker":
-        raise SandboxUnavailable("the Docker backend is not implemented yet; use --sandbox bwrap")
+    limits = limits or SandboxLimits()
     if backend == "auto":
-        logger.info(
-            "sandbox_selected", backend="bwrap", reason="the Docker backend is not implemented yet"
-        )
-    sandbox = BwrapSandbox(limits or SandboxLimits())
+        reason = await asyncio.to_thread(docker_ready, limits.image)
+        backend = "docker" if reason is None else "bwrap"
+        logger.info("sandbox_selected", backend=backend,
+                    reason="a Docker engine answers and the image exists" if reason is None else reason)
+    sandbox: DockerSandbox | BwrapSandbox
+    if backend == "docker":
+        sandbox = DockerSandbox(limits)
+        try:
+            await sandbox.start()
+            await sandbox.check()
+            yield sandbox
+        finally:
+            await sandbox.aclose()
+        return
+    sandbox = BwrapSandbox(limits)
     try:
         await sandbox.check()
         yield sandbox

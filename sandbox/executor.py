@@ -242,9 +242,12 @@ def _apply_limits(limits: dict[str, Any]) -> None:
         resource.RLIMIT_AS: int(limits["memory_mb"]) * mib,
         resource.RLIMIT_CPU: int(limits["cpu_s"]),
         resource.RLIMIT_FSIZE: int(limits["file_size_mb"]) * mib,
-        resource.RLIMIT_NPROC: int(limits["nproc"]),
         resource.RLIMIT_CORE: 0,
     }
+    # The Docker server passes no "nproc": RLIMIT_NPROC counts the uid host-wide, across every
+    # container, so there the cgroup's --pids-limit bounds processes instead.
+    if limits.get("nproc") is not None:
+        wanted[resource.RLIMIT_NPROC] = int(limits["nproc"])
     for which, value in wanted.items():
         _, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
@@ -288,5 +291,265 @@ def main() -> None:
     exit_now(0)
 
 
+# --- server mode (the Docker backend) -----------------------------------------------------------
+#
+# `python3 -I -B -c SOURCE serve SOCKET CONFIG_JSON`: connect to the runtime's unix socket, send a
+# hello frame, then serve one request at a time. Frames are a 4-byte big-endian length + JSON.
+# Every request runs in a FRESH forked child (rlimits, then replay + run), so no interpreter state
+# survives a run; after it the server kills every process left in the container and empties /tmp.
+# The server itself runs no user code. Replies:
+#   {"stdout", "error"}   an ordinary run          {"signal": N, "cpu_s": T}  the child died by N
+#   {"overflow": true}    the reply flooded the cap  {"fatal": msg}  setup of the child failed
+# plus "dirty": true when cleaning up failed (the runtime then replaces the container).
+
+_FRAME = 4
+_IGNORED_IN_SERVER = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def _send_frame(sock: Any, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload, ensure_ascii=True).encode("ascii")
+    sock.sendall(len(data).to_bytes(_FRAME, "big") + data)
+
+
+def _recv_exact(sock: Any, size: int) -> bytes:
+    view = bytearray()
+    while len(view) < size:
+        chunk = sock.recv(min(size - len(view), 1 << 20))
+        if not chunk:
+            raise EOFError
+        view += chunk
+    return bytes(view)
+
+
+def _child(request: dict[str, Any], limits: dict[str, Any], reply_w: int) -> None:
+    """In the forked child: drop every fd but the reply pipe, limits, run, reply, _exit."""
+    import signal
+
+    try:
+        os.setsid()
+        for name in _IGNORED_IN_SERVER:
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, reply_w)
+        os.closerange(reply_w + 1, 1 << 16)
+        field_limit = max(int(limits.get("max_output_bytes", 1_000_000)) // 32, 256)
+        _apply_limits(limits)
+        history = [str(snippet) for snippet in request.get("history", [])]
+        code = str(request["code"])
+    except BaseException as exc:
+        reply = {"stdout": "", "error": None, "fatal": f"sandbox setup failed: {format_error(exc)}"}
+    else:
+        main_pid = os.getpid()
+        stdout, error = execute(history, code)
+        if os.getpid() != main_pid:
+            os._exit(0)  # a process forked by user code: never reply from it
+        reply = {"stdout": cap_text(stdout, field_limit), "error": cap_text(error, field_limit)}
+    data = (json.dumps(reply, ensure_ascii=True) + "\n").encode("ascii")
+    try:
+        while data:
+            data = data[os.write(reply_w, data) :]
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def _kill_leftovers(me: int) -> bool:
+    """SIGKILL every process in the container but init and us; True when none is left."""
+    import signal
+
+    for _ in range(50):
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        # Reap the ones that are our children (init reaps the rest).
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        import time
+
+        time.sleep(0.001)
+    return False
+
+
+def _empty_dir(path: str) -> bool:
+    """Remove everything under `path` (user code may have chmod-ed things); True when empty."""
+    import shutil
+    import stat
+
+    def fix(func: Any, target: str, _exc: Any) -> None:
+        parent = os.path.dirname(target)
+        for each in (parent, target):
+            try:
+                os.chmod(each, stat.S_IRWXU)
+            except OSError:
+                pass
+        try:
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.unlink(target)
+        except OSError:
+            pass
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return True
+    for name in names:
+        target = os.path.join(path, name)
+        try:
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, onerror=fix)
+            else:
+                os.unlink(target)
+        except OSError:
+            fix(None, target, None)
+    try:
+        return not os.listdir(path)
+    except OSError:
+        return False
+
+
+def _collect(reply_r: int, pid: int, cap: int) -> tuple[bytes, bool, int, Any]:
+    """Read the child's reply pipe until the child exits; (data, overflow, status, rusage)."""
+    import select
+
+    pidfd = os.pidfd_open(pid)
+    chunks: list[bytes] = []
+    size = 0
+    overflow = False
+    poller = select.poll()
+    poller.register(reply_r, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    exited = False
+    pipe_open = True
+    while not exited:
+        for fd, _ in poller.poll():
+            if fd == pidfd:
+                exited = True
+        # Drain whatever is there without blocking (a grandchild may hold the write end).
+        while pipe_open:
+            ready = select.select([reply_r], [], [], 0)[0]
+            if not ready:
+                break
+            chunk = os.read(reply_r, 1 << 16)
+            if not chunk:
+                poller.unregister(reply_r)
+                pipe_open = False
+                break
+            if size + len(chunk) > cap:
+                overflow = True
+            else:
+                chunks.append(chunk)
+                size += len(chunk)
+            if overflow:
+                break
+        if overflow:
+            break
+    os.close(pidfd)
+    if overflow:
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+    _, status, rusage = os.wait4(pid, 0)
+    return b"".join(chunks), overflow, status, rusage
+
+
+def _serve_one(request: dict[str, Any], limits: dict[str, Any], me: int, cap: int) -> dict[str, Any]:
+    reply_r, reply_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reply_r)
+        _child(request, limits, reply_w)
+        os._exit(0)  # not reached
+    os.close(reply_w)
+    try:
+        data, overflow, status, rusage = _collect(reply_r, pid, cap)
+    finally:
+        os.close(reply_r)
+    reply: dict[str, Any]
+    if overflow:
+        reply = {"overflow": True}
+    elif os.WIFSIGNALED(status):
+        reply = {"signal": os.WTERMSIG(status), "cpu_s": rusage.ru_utime + rusage.ru_stime}
+    else:
+        parsed: Any = None
+        lines = data.strip().splitlines()
+        if lines:
+            try:
+                parsed = json.loads(lines[-1])
+            except ValueError:
+                parsed = None
+        if isinstance(parsed, dict) and (
+            isinstance(parsed.get("fatal"), str)
+            or (isinstance(parsed.get("stdout"), str) and (parsed.get("error") is None or isinstance(parsed.get("error"), str)))
+        ):
+            reply = {k: parsed.get(k) for k in ("stdout", "error", "fatal") if k in parsed}
+        else:
+            reply = {"fatal": f"no reply (exit status {os.waitstatus_to_exitcode(status)})"}
+    clean = _kill_leftovers(me)
+    clean = _empty_dir("/tmp") and clean
+    if not clean:
+        reply["dirty"] = True
+    return reply
+
+
+def serve(sock_path: str, config: dict[str, Any]) -> None:
+    """The long-lived server of one warm container (see the comment above)."""
+    import gc
+    import importlib
+    import signal
+    import socket
+
+    for name in _IGNORED_IN_SERVER:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:  # not ptrace-able, /proc/<us> root-owned: a child cannot tamper with the server
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass
+    limits = dict(config["limits"])
+    cap = int(limits.get("max_output_bytes", 1_000_000))
+    # Preload heavy libraries once: forked children find them in sys.modules (copy-on-write), so
+    # `import sympy` costs nothing per run; namespaces stay clean (nothing is pre-imported there).
+    for module in config.get("preload", []):
+        try:
+            importlib.import_module(module)
+        except Exception:
+            pass
+    gc.collect()
+    gc.freeze()  # children do not dirty the inherited objects' pages on their first collection
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(sock_path)
+    me = os.getpid()
+    _send_frame(sock, {"hello": True, "pid": me})
+    while True:
+        try:
+            size = int.from_bytes(_recv_exact(sock, _FRAME), "big")
+            request = json.loads(_recv_exact(sock, size))
+        except EOFError:
+            os._exit(0)
+        _send_frame(sock, _serve_one(request, limits, me, cap))
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) >= 4 and sys.argv[1] == "serve":
+        serve(sys.argv[2], json.loads(sys.argv[3]))
+    else:
+        main()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from sandbox.image import IMAGE
+
 __all__ = ["SandboxLimits"]
 
 
@@ -23,6 +25,11 @@ class SandboxLimits:
     the number of sandbox processes alive at once. `python` is the interpreter run inside the
     sandbox; `uid`/`gid` the unprivileged identity it runs as when we are root (RLIMIT_NPROC does
     not bind root).
+
+    Docker backend only: `pool_size` warm containers (default 2 × CPUs), each replaced after
+    `max_uses` runs; per container a cgroup memory limit of `container_memory_mb` (memory+swap
+    the same: no swap), `pids_limit` processes and `cpus` CPUs; `image` is what
+    `cli.py sandbox build` produces.
     """
 
     memory_mb: int = 1024
@@ -35,6 +42,12 @@ class SandboxLimits:
     python: str = "/usr/bin/python3"
     uid: int = 65534
     gid: int = 65534
+    pool_size: int = field(default_factory=_default_concurrency)
+    max_uses: int = 100
+    container_memory_mb: int = 1536
+    pids_limit: int = 128
+    cpus: float = 1.0
+    image: str = IMAGE
 
     def __post_init__(self) -> None:
         minimums = {
@@ -50,6 +63,11 @@ class SandboxLimits:
             "max_concurrency": 1,
             "uid": 0,
             "gid": 0,
+            "pool_size": 1,
+            "max_uses": 1,
+            # the server, its init and one child, with room for user code's helpers.
+            "pids_limit": 8,
+            "container_memory_mb": 128,
         }
         for name, minimum in minimums.items():
             value = getattr(self, name)
@@ -57,6 +75,10 @@ class SandboxLimits:
                 raise ValueError(f"SandboxLimits.{name} must be an int, got {value!r}")
             if value < minimum:
                 raise ValueError(f"SandboxLimits.{name} must be >= {minimum}, got {value}")
+        if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) or not self.cpus >= 0.01:
+            raise ValueError(f"SandboxLimits.cpus must be a number >= 0.01, got {self.cpus!r}")
+        if not isinstance(self.image, str) or not self.image:
+            raise ValueError(f"SandboxLimits.image must be a non-empty image name, got {self.image!r}")
         if not isinstance(self.python, str) or not os.path.isabs(self.python):
             raise ValueError(
                 f"SandboxLimits.python must be an absolute path to an interpreter, got {self.python!r}"

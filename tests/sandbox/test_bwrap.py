@@ -69,12 +69,10 @@ def test_limits_defaults_and_frozen() -> None:
         limits.cpu_s = 5  # type: ignore[misc]
 
 
-async def test_open_sandbox_rejects_unknown_and_docker() -> None:
+async def test_open_sandbox_rejects_unknown_backends() -> None:
+    # Docker's own errors (no engine, no image) are tested in test_docker.py.
     with pytest.raises(ValueError, match="auto, docker, bwrap"):
         async with open_sandbox("podman"):
-            pass
-    with pytest.raises(SandboxUnavailable, match="--sandbox bwrap"):
-        async with open_sandbox("docker"):
             pass
 
 

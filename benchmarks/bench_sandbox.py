@@ -1,0 +1,123 @@
+"""Sandbox throughput: executions/s and p50/p99 latency with 8 concurrent callers.
+
+    .venv/bin/python benchmarks/bench_sandbox.py [--callers 8] [--seconds 5] [--backends docker,bwrap,unsandboxed]
+
+Workloads: a trivial snippet, a sympy `solve`, and a step that replays 3 earlier code blocks.
+Backends: the Docker warm pool, bubblewrap (a fresh sandbox per run), and an UNSANDBOXED
+executor that forks a fresh process pool per batch of `callers` runs, the way AlphaMath does.
+Each cell runs for about `--seconds` (after a warm-up) and reports a markdown row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox import BwrapSandbox, DockerSandbox, SandboxLimits  # noqa: E402
+from sandbox.executor import execute  # noqa: E402
+
+WORKLOADS: dict[str, tuple[list[str], str]] = {
+    "trivial": ([], "print(1 + 1)"),
+    "sympy solve": ([], "import sympy as sp\nx = sp.Symbol('x')\nsp.solve(x**2 - 5*x + 6, x)"),
+    "replay 3 blocks": (
+        ["import sympy as sp\nx = sp.Symbol('x')", "f = x**3 - 6*x**2 + 11*x - 6\nprint(f)",
+         "roots = sp.solve(f, x)\nprint(roots)"],
+        "print(sum(roots))",
+    ),
+}
+Runner = Callable[[list[str], str], Awaitable[float]]
+
+
+def _unsandboxed_call(history: list[str], code: str) -> tuple[str, str | None]:
+    return execute(history, code)
+
+
+async def measure(submit: Callable[[list[str], str, int], Awaitable[list[float]]], history: list[str],
+                  code: str, callers: int, seconds: float) -> tuple[float, float, float, int]:
+    await submit(history, code, callers)  # warm-up
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        latencies += await submit(history, code, callers)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return len(latencies) / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3, len(latencies)
+
+
+def sandbox_submitter(box: DockerSandbox | BwrapSandbox, callers: int, per_round: int) -> Callable[..., Awaitable[list[float]]]:
+    """`callers` tasks each issuing `per_round` runs back to back (a closed loop per caller)."""
+
+    async def one_caller(history: list[str], code: str) -> list[float]:
+        out = []
+        for _ in range(per_round):
+            t = time.perf_counter()
+            result = await box.run(code, history=history, timeout_s=60)
+            if result.error is not None:
+                raise RuntimeError(result.error)
+            out.append(time.perf_counter() - t)
+        return out
+
+    async def submit(history: list[str], code: str, n: int) -> list[float]:
+        rounds = await asyncio.gather(*(one_caller(history, code) for _ in range(n)))
+        return [x for r in rounds for x in r]
+
+    return submit
+
+
+def unsandboxed_submitter() -> Callable[..., Awaitable[list[float]]]:
+    """A fresh process pool per batch (AlphaMath's `ProcessPool` per step batch)."""
+
+    async def submit(history: list[str], code: str, n: int) -> list[float]:
+        loop = asyncio.get_running_loop()
+        t = time.perf_counter()
+        with ProcessPoolExecutor(n) as pool:
+            futures = [loop.run_in_executor(pool, _unsandboxed_call, history, code) for _ in range(n)]
+            await asyncio.gather(*futures)
+        # Every call of the batch completes with the batch.
+        return [time.perf_counter() - t] * n
+
+    return submit
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--callers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--backends", default="docker,bwrap,unsandboxed")
+    args = parser.parse_args()
+    limits = SandboxLimits()
+    print(f"{args.callers} concurrent callers, ~{args.seconds:g} s per cell, pool_size={limits.pool_size}")
+    print("| backend | workload | exec/s | p50 ms | p99 ms | runs |")
+    print("|---|---|---:|---:|---:|---:|")
+    for backend in args.backends.split(","):
+        box: DockerSandbox | BwrapSandbox | None = None
+        if backend == "docker":
+            box = DockerSandbox(limits)
+            await box.start()
+            await asyncio.sleep(3)  # let the whole pool come up
+            submit = sandbox_submitter(box, args.callers, 20)
+        elif backend == "bwrap":
+            box = BwrapSandbox(limits)
+            submit = sandbox_submitter(box, args.callers, 1)
+        else:
+            submit = unsandboxed_submitter()
+        try:
+            for name, (history, code) in WORKLOADS.items():
+                rate, p50, p99, n = await measure(submit, history, code, args.callers, args.seconds)
+                print(f"| {backend} | {name} | {rate:,.0f} | {p50:.1f} | {p99:.1f} | {n} |", flush=True)
+        finally:
+            if box is not None:
+                await box.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

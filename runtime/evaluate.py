@@ -6,6 +6,7 @@ Knows the `Strategy` protocol only, never a search algorithm.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,24 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
     assert config.run.output is not None
     config_hash = config.results_hash()
     existing = scan_results(config.run.output, config_hash)
-    problems = load_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
-                            fields=config.run.field_map())
     log.info("run_start", output=str(config.run.output), resumed=len(existing.done_ids),
              config_hash=config_hash, config=config.model_dump(mode="json"))
 
+    # Thousands of trees in flight allocate millions of small objects; the default GC thresholds
+    # make the collector scan them all over and over (2,000 MCTS trees: 32.7 s → 14.6 s).
+    gc_thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 1000)
+    try:
+        return await _evaluate(config, strategy, existing.done_ids, config_hash, on_row)
+    finally:
+        gc.set_threshold(*gc_thresholds)
+
+
+async def _evaluate(config: EvalConfig, strategy: Strategy, done_ids: set[str], config_hash: str,
+                    on_row: Callable[[dict[str, Any]], None] | None) -> RunSummary:
+    assert config.run.output is not None
+    problems = load_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
+                            fields=config.run.field_map())
     async with (open_engine(config.engine, seed=config.strategy.seed) as engine,
                 open_sandbox(config.sandbox.backend, sandbox_limits(config)) as sandbox):
         with Grader() as grader:
@@ -106,7 +120,7 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
                     grade=grade,
                     to_row=lambda p, r, c: result_row(p, r, c, strategy=strategy.name,
                                                       config_hash=config_hash),
-                    writer=writer, skip_ids=existing.done_ids,
+                    writer=writer, skip_ids=done_ids,
                     concurrency=config.run.concurrency, config_hash=config_hash,
                     strategy_name=strategy.name, on_row=on_row)
             finally:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)  # thousands of trees × hundreds of nodes stay in memory at once
 class Node:
     id: int
     parent: int | None

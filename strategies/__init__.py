@@ -8,6 +8,7 @@ from strategies.base import SearchResult, Solution, SolveContext, SolveStats, St
 from strategies.beam import BeamSearchStrategy
 from strategies.greedy import GreedyStrategy
 from strategies.majority import MajorityVoteStrategy
+from strategies.mcts import MCTSStrategy
 from strategies.offline import (
     OfflineChoice,
     offline_answer,
@@ -21,6 +22,7 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "greedy": GreedyStrategy,
     "sbs": BeamSearchStrategy,
     "majority": MajorityVoteStrategy,
+    "mcts": MCTSStrategy,
 }
 
 
@@ -32,6 +34,6 @@ def make_strategy(config: StrategyConfig) -> Strategy:
     return factory(config)
 
 
-__all__ = ["STRATEGIES", "BeamSearchStrategy", "GreedyStrategy", "MajorityVoteStrategy", "OfflineChoice", "SearchResult", "Solution", "SolveContext",
+__all__ = ["STRATEGIES", "BeamSearchStrategy", "GreedyStrategy", "MCTSStrategy", "MajorityVoteStrategy", "OfflineChoice", "SearchResult", "Solution", "SolveContext",
            "SolveStats", "Strategy", "StrategyFactory", "make_strategy", "offline_answer",
            "offline_kwargs", "offline_rescore", "offline_results", "offline_solutions"]

@@ -3,7 +3,9 @@
     AlphaMathError                 base of every error we raise on purpose
     ├── ConfigError                a bad preset, flag or value; the CLI prints one line, exit 2
     ├── EngineError                an engine could not load or serve a request
-    │   └── NoValueHeadError       value() asked of a model without a value head
+    │   ├── NoValueHeadError       value() asked of a model without a value head
+    │   └── PromptTooLongError     the prompt does not fit the context; strategies make the node
+    │                              terminal with value −1, as the original does (recoverable)
     └── ResultsError               the results file cannot be used for this run (recoverable by
                                    choosing another --output)
 
@@ -27,6 +29,10 @@ class EngineError(AlphaMathError):
 
 
 class NoValueHeadError(EngineError):
+    pass
+
+
+class PromptTooLongError(EngineError):
     pass
 
 

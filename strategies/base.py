@@ -16,6 +16,7 @@ import structlog
 
 from runtime.config import SandboxConfig, StrategyConfig
 from runtime.engine import Engine
+from runtime.errors import PromptTooLongError
 from runtime.problem import Problem
 from runtime.tree import Tree
 from sandbox import Sandbox
@@ -59,6 +60,8 @@ class SearchResult:
     stats: SolveStats
 
 
+TOO_LONG_VALUE = -1.0
+
 Grade = Callable[[tuple[str, ...], str], Awaitable[bool]]
 
 
@@ -80,7 +83,15 @@ class SolveContext:
     logger: Any = field(default_factory=lambda: structlog.get_logger("strategies"))
 
     async def values(self, prompts: Sequence[str]) -> list[float]:
-        return await (self.value_engine or self.engine).value(prompts)
+        """V(state) per prompt; a state whose prompt no longer fits the context is worth −1, as
+        in the original (its vLLM fork returned no value and the caller used −1)."""
+        engine = self.value_engine or self.engine
+        try:
+            return await engine.value(prompts)
+        except PromptTooLongError:
+            if len(prompts) == 1:
+                return [TOO_LONG_VALUE]
+        return [v for prompt in prompts for v in await self.values([prompt])]
 
 
 class Strategy(Protocol):

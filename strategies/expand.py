@@ -16,7 +16,8 @@ from runtime.react import (
     ParsedStep,
 )
 from runtime.tree import Node, Tree, mean_logprob_prior
-from strategies.base import SolveContext, SolveStats
+from runtime.errors import PromptTooLongError
+from strategies.base import TOO_LONG_VALUE, SolveContext, SolveStats
 
 TIMEOUT_PREFIX = "TimeoutError"
 
@@ -77,8 +78,15 @@ async def expand(tree: Tree, node: Node, question: str, fmt: ReactFormat, ctx: S
     The children's code runs concurrently; children are attached in sample order so that a tree
     is the same whatever order the sandbox finishes in.
     """
-    completions = await ctx.engine.generate(build_prompt(tree, node, fmt, question),
-                                            sampling_params(ctx, fmt, n))
+    try:
+        completions = await ctx.engine.generate(build_prompt(tree, node, fmt, question),
+                                                sampling_params(ctx, fmt, n))
+    except PromptTooLongError:
+        # The path outgrew the context: a dead end worth −1, as the original treats it.
+        node.terminal = True
+        if node.value is None:  # keep a value a search already gave it (SBS scores beams)
+            node.value = TOO_LONG_VALUE
+        return []
     stats.engine_calls += 1
     stats.generated_tokens += sum(len(c.token_ids) for c in completions)
     history = code_history(tree, node)

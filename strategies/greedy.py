@@ -31,7 +31,10 @@ class GreedyStrategy:
                 node.terminal = True
                 node.final_answer = SENTINEL_TOO_MANY_STEPS
                 break
-            (node,) = await expand(tree, node, problem.question, fmt, ctx, stats, n=1)
+            children = await expand(tree, node, problem.question, fmt, ctx, stats, n=1)
+            if not children:  # the prompt outgrew the context; expand() made `node` terminal
+                break
+            (node,) = children
         solutions = ([] if is_sentinel(node.final_answer) or node.final_answer is None
                      else [Solution(answer=node.final_answer, node_id=node.id)])
         stats.steps = node.depth

@@ -66,7 +66,7 @@ from runtime.errors import ConfigError
 from runtime.problem import Problem
 from runtime.react import ReactFormat, get_format, is_sentinel
 from runtime.tree import Node, Tree
-from strategies.base import SearchResult, Solution, SolveContext, SolveStats
+from strategies.base import TOO_LONG_VALUE, SearchResult, Solution, SolveContext, SolveStats
 from strategies.expand import expand
 from strategies.mcts_tree import UniqueTexts, apply_limits, backup, ranked_solutions, select_leaf
 
@@ -132,6 +132,10 @@ class _Search:
         try:
             children = await expand(tree, leaf, self.problem.question, self.fmt, self.ctx,
                                      self.stats, n=cfg.n_generate_sample)
+            if not children:  # the prompt outgrew the context: expand() made the leaf a dead end
+                _discard(leaf_value)
+                backup(tree, leaf, TOO_LONG_VALUE)
+                return
             # 2) terminal rules, then rewards of terminal children, backed up in sample order
             for child in children:
                 apply_limits(child, errors_threshold=cfg.errors_threshold, max_depth=cfg.max_depth)

@@ -46,7 +46,7 @@ import torch
 from runtime.engine import Completion, SamplingParams
 from runtime.engines.batcher import MicroBatcher
 from runtime.engines.value_head import VALUE_HEAD_FILES, load_value_head
-from runtime.errors import EngineError, NoValueHeadError
+from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
 
 __all__ = ["EngineStats", "HFEngine"]
 
@@ -143,7 +143,7 @@ class _Worker:
             if not ids:
                 results[i] = EngineError("cannot generate from an empty prompt")
             elif len(ids) >= self.max_len:
-                results[i] = EngineError(
+                results[i] = PromptTooLongError(
                     f"prompt is {len(ids)} tokens, the model's context is {self.max_len}"
                 )
             else:
@@ -297,10 +297,11 @@ class _Worker:
         for g in groups:
             idx = list(range(n, n + len(g)))
             n += len(g)
-            if any(i in bad for i in idx):
-                results.append(EngineError(
-                    f"value prompt is empty or longer than the model's context ({self.max_len} tokens)"
-                ))
+            if any(not flat[i] for i in idx):
+                results.append(EngineError("cannot compute the value of an empty prompt"))
+            elif any(i in bad for i in idx):
+                results.append(PromptTooLongError(
+                    f"value prompt is longer than the model's context ({self.max_len} tokens)"))
             else:
                 results.append([values[i] for i in idx])
         return results

@@ -29,16 +29,12 @@ import gc
 import statistics
 import time
 import tracemalloc
-import zlib
-from collections import deque
-from collections.abc import Sequence
 
 from runtime.config import SandboxConfig, build_config, load_preset
-from runtime.engine import Completion, SamplingParams
-from runtime.engines.scripted import ScriptedEngine
+from runtime.engine import SamplingParams
+from runtime.engines.workload import InstantSandbox, workload_engine
 from runtime.problem import Problem
 from runtime.react import get_format
-from sandbox.base import ExecResult
 from strategies.base import SolveContext
 from strategies.mcts import MCTSStrategy
 
@@ -48,59 +44,10 @@ GIB = 1024**3
 ROOMY_GC = (100_000, 50, 1000)
 
 
-def _steps() -> list[Completion]:
-    """A fixed menu of generated steps; the script picks from it by hashing the prompt."""
-    out = []
-    for i in range(16):
-        if i < 2:
-            text = FMT.format_step(f"So the answer is {i}.", final_answer=str(i))
-        elif i == 2:
-            text = "<step>\n<p>\nrambling without code or an answer"
-        elif i < 5:
-            text = FMT.format_step(f"Try {i}.", code=f"y = 1/0  # {i}")
-        else:
-            text = FMT.format_step(f"Compute part {i}.", code=f"x{i} = {i} * 7\nprint(x{i})")
-        n_tok = 20 + 3 * i
-        out.append(Completion(text=text, token_ids=(0,) * n_tok,
-                              cumulative_logprob=-0.02 * (1 + i % 5) * n_tok))
-    return out
-
-
-STEPS = _steps()
-
-
-def script(prompt: str, params: SamplingParams) -> list[Completion]:
-    h = zlib.crc32(prompt.encode())
-    return [STEPS[(h >> (4 * i)) % len(STEPS)] for i in range(params.n)]
-
-
-def value(prompt: str) -> float:
-    return (zlib.crc32(prompt.encode(), 7) % 2001) / 1000 - 1.0
-
-
-class InstantSandbox:
-    """Answers at once; `1/0` observes an error. No recording, so memory is the trees'."""
-
-    async def run(self, code: str, *, history: Sequence[str] = (), timeout_s: float) -> ExecResult:
-        if "1/0" in code:
-            return ExecResult(stdout="", error="ZeroDivisionError: division by zero",
-                              timed_out=False, duration_s=0.0)
-        return ExecResult(stdout="7", error=None, timed_out=False, duration_s=0.0)
-
-    async def aclose(self) -> None:
-        pass
-
-
-def make_engine() -> ScriptedEngine:
-    engine = ScriptedEngine(script, values=value)
-    engine.calls = deque(maxlen=0)  # type: ignore[assignment]  # keep nothing: no growth
-    return engine
-
-
 async def run_mcts(n_problems: int, iterations: int) -> tuple[float, int, int]:
     """(wall seconds, engine requests, value requests) of n concurrent problems."""
     cfg = build_config(load_preset("mcts_n40")).strategy.model_copy(update={"iterations": iterations})
-    ctx = SolveContext(engine=make_engine(), sandbox=InstantSandbox(), strategy=cfg,
+    ctx = SolveContext(engine=workload_engine(), sandbox=InstantSandbox(), strategy=cfg,
                        sandbox_config=SandboxConfig())
     strategy = MCTSStrategy(cfg)
     problems = [Problem(id=f"b{i}", question=f"What is {i} * 7?", answer=(str(7 * i),))
@@ -113,7 +60,7 @@ async def run_mcts(n_problems: int, iterations: int) -> tuple[float, int, int]:
 
 
 async def bare_generate(n_calls: int) -> float:
-    engine = make_engine()
+    engine = workload_engine()
     params = SamplingParams(temperature=0.6, n=5, stop=FMT.stop)
     prompt = FMT.build_prompt("What is 6 * 7?", [])
     t0 = time.process_time()

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-import sandbox
 from sandbox import (
     BwrapSandbox,
     ExecResult,

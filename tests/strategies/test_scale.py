@@ -20,81 +20,28 @@ import json
 import random
 import time
 import tracemalloc
-import zlib
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runtime.config import SandboxConfig, StrategyConfig, build_config, load_preset
-from runtime.engine import Completion, SamplingParams
 from runtime.engines.scripted import ScriptedEngine
+from runtime.engines.workload import InstantSandbox, workload_engine
 from runtime.problem import Problem
-from runtime.react import get_format
 from runtime.results import ResultsWriter
 from runtime.scheduler import run_problems
 from runtime.tree import Tree
-from sandbox.base import ExecResult
 from strategies.base import SearchResult, SolveContext
 from strategies.mcts import MCTSStrategy
 
 N_PROBLEMS = 2_000
 N_SEQUENTIAL = 200
-FMT = get_format("react_sft")
-
-
-def _menu() -> list[Completion]:
-    out = []
-    for i in range(16):
-        if i < 2:
-            text = FMT.format_step(f"So the answer is {i}.", final_answer=str(i))
-        elif i == 2:
-            text = "<step>\n<p>\nrambling without code or an answer"
-        elif i < 5:
-            text = FMT.format_step(f"Try {i}.", code=f"y = 1/0  # {i}")
-        else:
-            text = FMT.format_step(f"Compute part {i}.", code=f"x{i} = {i} * 7\nprint(x{i})")
-        n_tok = 20 + 3 * i
-        # priors from a few distinct mean logprobs: some exact PUCT ties, some not
-        out.append(Completion(text=text, token_ids=(0,) * n_tok,
-                              cumulative_logprob=-0.02 * (1 + i % 5) * n_tok))
-    return out
-
-
-MENU = _menu()
-
-
-def script(prompt: str, params: SamplingParams) -> list[Completion]:
-    h = zlib.crc32(prompt.encode())
-    return [MENU[(h >> (4 * i)) % len(MENU)] for i in range(params.n)]
-
-
-def value(prompt: str) -> float:
-    return (zlib.crc32(prompt.encode(), 7) % 2001) / 1000 - 1.0
-
-
-class InstantSandbox:
-    """A cheap sandbox: `1/0` observes an error, anything else "7"; records nothing."""
-
-    async def run(self, code: str, *, history: Sequence[str] = (), timeout_s: float) -> ExecResult:
-        if "1/0" in code:
-            return ExecResult(stdout="", error="ZeroDivisionError: division by zero",
-                              timed_out=False, duration_s=0.0)
-        return ExecResult(stdout="7", error=None, timed_out=False, duration_s=0.0)
-
-    async def aclose(self) -> None:
-        pass
 
 
 def _engine(latency_rng: random.Random | None) -> ScriptedEngine:
-    latency = (lambda: latency_rng.uniform(0.0, 0.002)) if latency_rng else 0.0
-    engine = ScriptedEngine(script, values=value, latency_s=latency)
-    # 2,000 × ~100 requests of multi-kB prompts would otherwise be kept in `calls` and swamp
-    # the memory measurement; a zero-length deque drops them.
-    engine.calls = deque(maxlen=0)  # type: ignore[assignment]
-    return engine
+    return workload_engine((lambda: latency_rng.uniform(0.0, 0.002)) if latency_rng else 0.0)
 
 
 def _fingerprint(tree: Tree) -> str:

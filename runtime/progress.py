@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,7 @@ class RunProgress:
         self.done = done
         self.correct = correct
         self._new = 0
+        self._first_row_at: float | None = None
         self._progress = Progress(
             TextColumn("[bold]solving"),
             BarColumn(),
@@ -45,9 +47,12 @@ class RunProgress:
         self.done += 1
         self._new += 1
         self.correct += bool(row.get("correct"))
-        task = self._progress.tasks[0]
-        elapsed = task.elapsed or 0.0
-        rate = f"{self._new / elapsed:.2f}" if elapsed > 0 else "-"
+        # Rate since the first finished problem, so model loading does not count against it.
+        now = time.monotonic()
+        if self._first_row_at is None:
+            self._first_row_at = now
+        elapsed = now - self._first_row_at
+        rate = f"{(self._new - 1) / elapsed:.2f}" if elapsed > 0 else "-"
         self._progress.update(self._task, completed=self.done, acc=self._acc(), rate=rate)
 
     def __enter__(self) -> RunProgress:

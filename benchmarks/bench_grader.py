@@ -56,7 +56,7 @@ def _split_top(s: str) -> list[str] | None:
             depth -= 1
             if depth < 0:
                 return None
-        if c == "," and depth == 0:
+        if c == "," and depth == 0 and not (cur and cur[-1] == "\\"):  # `\,` is a thin space
             parts.append("".join(cur))
             cur = []
         else:
@@ -91,7 +91,7 @@ def rewrites(a: str, htype: str, rng: random.Random) -> list[tuple[str, str]]:
             out.append(("set-reordered", "\\{" + ",".join(reversed(parts)) + "\\}"))
     elif htype in ("Set", "Real") and "," in a and a[:1] not in "([" and not a.startswith("\\"):
         parts = _split_top(a)
-        if parts and len(parts) > 1 and not re.match(r"^\d{1,3}(,(\\!)?\d{3})+(\.\d+)?$", a):
+        if parts and len(parts) > 1 and not re.match(r"^\d{1,3}(,\s*(\\!)?\s*\d{3})+(\.\d+)?$", a):
             out.append(("list-reordered", ",".join(reversed(parts))))
     if htype == "Expression" and "=" not in a and "x" in a and "\\in" not in a:
         out.append(("y=-prefix", f"y = {a}"))
@@ -106,7 +106,8 @@ def near_misses(a: str, htype: str, rng: random.Random) -> list[tuple[str, str]]
     if digits:
         i = digits[-1]
         out.append(("digit-changed", a[:i] + str((int(a[i]) + 1) % 10) + a[i + 1:]))
-    if a.strip() not in ("0", "") and not a.startswith(("(", "[", "\\{", "\\left")):
+    # (not for equations: MARIO_EVAL compares them up to sign, so `-b=0` IS `b=0`)
+    if a.strip() not in ("0", "") and "=" not in a and not a.startswith(("(", "[", "\\{", "\\left")):
         out.append(("sign-flipped", a[1:] if a.startswith("-") else f"-{a}"))
     if htype == "Interval" and a[:1] in "([" and "\\infty" not in a[:8]:
         out.append(("interval-end-flipped", {"(": "[", "[": "("}[a[0]] + a[1:]))

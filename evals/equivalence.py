@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from evals.normalize import alternatives, canonical, parse_number, strip_dollars
+from evals.normalize import alternatives, base_n_value, canonical, parse_number, strip_dollars
 
 __all__ = ["equivalent", "numbers_equal", "quick_verdict"]
 
@@ -78,6 +78,16 @@ def _prepared(s: str) -> tuple[str, ...]:
     return alternatives(s) if s else ()
 
 
+def _paired(reference: str, prediction: str,
+            pred_alts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The readings to compare. A base-n number's digits reading exists for a side WITHOUT a
+    subscript; when both sides carry one, only their values count (152A_{11} ≠ 152A_{12})."""
+    ref_value, pred_value = base_n_value(reference), base_n_value(prediction)
+    if ref_value is not None and pred_value is not None:
+        return (ref_value,), (pred_value,)
+    return _prepared(reference), pred_alts
+
+
 def quick_verdict(
     references: Sequence[str], prediction: str, paper_faithful: bool = False
 ) -> bool | None:
@@ -87,13 +97,13 @@ def quick_verdict(
         return False
     undecided = False
     for reference in references:
-        ref_alts = _prepared(reference)
+        ref_alts, p_alts = _paired(reference, prediction, pred_alts)
         for r in ref_alts:
-            for p in pred_alts:
+            for p in p_alts:
                 if canonical(r) == canonical(p):
                     return True
         rn = [parse_number(r) for r in ref_alts]
-        pn = [parse_number(p) for p in pred_alts]
+        pn = [parse_number(p) for p in p_alts]
         if all(x is not None for x in rn) and all(x is not None for x in pn):
             if any(numbers_equal(r, p, paper_faithful) for r in rn for p in pn if r and p):
                 return True
@@ -110,8 +120,9 @@ def equivalent(references: Sequence[str], prediction: str, paper_faithful: bool 
             return quick
         pred_alts = _prepared(prediction)
         for reference in references:
-            for r in _prepared(reference):
-                for p in pred_alts:
+            ref_alts, p_alts = _paired(reference, prediction, pred_alts)
+            for r in ref_alts:
+                for p in p_alts:
                     if _pair_equivalent(r, p, paper_faithful):
                         return True
         return False

@@ -179,6 +179,17 @@ def alternatives(s: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(a for a in out if a))
 
 
+def base_n_value(s: str) -> str | None:
+    """The decimal value of a number with a base subscript (`1011_2` → "11"), else None."""
+    m = _BASE_RE.match(_base(s))
+    if not m or not 2 <= int(m.group(2)) <= 36:
+        return None
+    try:
+        return str(int(m.group(1), int(m.group(2))))
+    except ValueError:
+        return None
+
+
 def _fmt(x: Fraction) -> str:
     if x.denominator == 1:
         return str(x.numerator)

@@ -35,6 +35,9 @@ CASES: list[tuple[str, str, bool]] = [
     ("7 3/4", "\\frac{31}{4}", True),
     ("-2\\frac{1}{2}", "-2.5", True),
     ("11_2", "3", True),  # base subscript: value reading
+    ("1011_2", "11_{10}", True),  # both subscripted: values compare
+    ("152A_{11}", "152A_{12}", False),  # same digits, other base: not the digits reading
+    ("11_2", "11_3", False),
     ("11_2", "11", True),  # ... and digits reading
     ("1011_{2}", "11", True),
     ("11_2", "4", False),

@@ -47,7 +47,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                         "file (default: greedy)")
     p.add_argument("--model", help="local model directory or hub id, e.g. "
                                    "MARIO-Math-Reasoning/AlphaMath-7B")
-    p.add_argument("--engine", choices=["hf"], help="inference engine (default: hf = transformers)")
+    p.add_argument("--engine", choices=["hf", "openai"],
+                   help="inference engine: hf = transformers in this process (default); openai = "
+                        "OpenAI-compatible servers given by --set engine.base_urls=[URL,...]")
     p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "docker"],
                    help="where code actions run (default: auto)")
@@ -101,6 +103,45 @@ def build_parser() -> argparse.ArgumentParser:
     sbb.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     sbc = sb_sub.add_parser("clean", help="remove sandbox containers left by crashed runs")
     sbc.add_argument("--all", action="store_true", help="also remove containers of live runs")
+
+    sv = sub.add_parser("serve", help="serve an engine over the OpenAI-compatible /v1/completions API",
+                        description="Expose our engine (and its value head at /classify) over HTTP, "
+                                    "so `--engine openai` clients can share it.")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    _add_run_flags(sv)
+
+    ex = sub.add_parser("export-training", help="turn ground-truth MCTS trees into training rows",
+                        description="Sample <= K correct and <= K incorrect root-to-leaf paths per "
+                                    "question (Q of each step as its value target), apply the "
+                                    "paper's solution filter, write JSONL training rows.")
+    ex.add_argument("results", type=Path, nargs="+", help="results of an mcts_train_round* run")
+    ex.add_argument("--out", type=Path, required=True, help="training rows (JSONL)")
+    ex.add_argument("--max-per-class", type=int, default=4, help="paths per question and class (default 4)")
+    ex.add_argument("--seed", type=int, default=0)
+
+    vh = sub.add_parser("value-head", help="attach a freshly initialised value head to a model")
+    vh_sub = vh.add_subparsers(dest="value_head_command", required=True, metavar="ACTION")
+    vhi = vh_sub.add_parser("init", help="weights ~ N(0, initializer_range), bias 0; writes value_head.safetensors")
+    vhi.add_argument("model", help="local model directory or hub id")
+    vhi.add_argument("out", type=Path, help="output model directory (may be MODEL itself)")
+    vhi.add_argument("--seed", type=int, default=0)
+
+    tr = sub.add_parser("train", help="policy + value training: CE on correct paths + beta * value MSE",
+                        description="Train a model on export-training rows (resumable with --resume).")
+    tr.add_argument("--data", type=Path, nargs="+", required=True, help="training rows (JSONL)")
+    tr.add_argument("--model", type=Path, required=True, help="model directory to start from")
+    tr.add_argument("--output-dir", type=Path, required=True)
+    tr.add_argument("--beta", type=float, help="value-loss weight (default 0.1; paper text 0.01, its table 0.1)")
+    tr.add_argument("--lr", type=float, help="learning rate (default 4e-5, the paper's)")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--max-len", type=int, help="cutoff length in tokens (default 1024)")
+    tr.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at the end)")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device", help="auto | cpu | cuda")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
     tm = sub.add_parser("tiny-model", help="build the tiny local model used by the smoke run and tests")
     tm.add_argument("out", type=Path)
@@ -228,6 +269,55 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.engines import open_engine
+    from runtime.engines.server import run_server
+
+    config = config_from_args(args)
+    _setup_logging(args, Path("runs") / "serve")
+    name = Path(config.engine.model or "alphamath").name
+    run_server(lambda: open_engine(config.engine, seed=config.strategy.seed), args.host, args.port,
+               model_name=name, ready=lambda s: print(f"serving {name} on {s.url}", flush=True))
+    return 0
+
+
+def cmd_export_training(args: argparse.Namespace) -> int:
+    from training.data import export_training
+
+    summary = export_training(args.results, args.out, max_per_class=args.max_per_class, seed=args.seed)
+    print(f"{summary.positives} correct + {summary.negatives} incorrect paths from "
+          f"{summary.questions} questions ({summary.duplicates} duplicates, "
+          f"{summary.all_error_dropped} all-error paths dropped) → {summary.out}")
+    return 0
+
+
+def cmd_value_head(args: argparse.Namespace) -> int:
+    from training.value_head import init_value_head_dir
+
+    print(f"value head initialised: {init_value_head_dir(args.model, args.out, seed=args.seed)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from training.train import TrainConfig, train
+
+    given = {"beta": args.beta, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
+             "max_len": args.max_len, "max_steps": args.max_steps, "save_every": args.save_every,
+             "seed": args.seed, "device": args.device}
+    try:
+        config = TrainConfig(data=args.data, model=args.model, output_dir=args.output_dir,
+                             resume=args.resume, **{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    summary = train(config)
+    print(f"trained {summary.steps} steps on {summary.rows} rows in {summary.seconds:.0f} s; "
+          f"final loss {summary.final_loss:.4f} → {summary.output_dir}")
+    return 0
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from training.tiny_model import build_tiny_model
 
@@ -238,7 +328,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "score": cmd_score, "offline": cmd_offline, "solve": cmd_solve,
-            "sandbox": cmd_sandbox, "tiny-model": cmd_tiny_model}
+            "sandbox": cmd_sandbox, "serve": cmd_serve, "export-training": cmd_export_training,
+            "value-head": cmd_value_head, "train": cmd_train, "tiny-model": cmd_tiny_model}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -62,12 +62,17 @@ class StrategyConfig(_Section):
 
 
 class EngineConfig(_Section):
-    kind: Literal["hf"] = "hf"
-    model: str | None = None
+    kind: Literal["hf", "openai"] = "hf"
+    model: str | None = Field(None, description="model path or hub id (hf); served model name (openai)")
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_batch_size: int = Field(32, ge=1, description="rows (prompt × n) per forward batch")
     batch_wait_ms: float = Field(5.0, ge=0.0, description="how long the micro-batcher waits to fill a batch")
+    # OpenAI-compatible servers (--engine openai).
+    base_urls: list[str] = Field(default_factory=list, description="server URLs; trees pinned per replica")
+    timeout_s: float = Field(600.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(3, ge=0, description="retries on 5xx and connection errors")
+    value_endpoint: str = "/classify"
 
 
 class SandboxConfig(_Section):

@@ -11,7 +11,7 @@ from runtime.config import EngineConfig
 from runtime.engine import Engine
 from runtime.errors import ConfigError
 
-ENGINE_KINDS = ("hf",)
+ENGINE_KINDS = ("hf", "openai")
 
 
 @asynccontextmanager
@@ -25,6 +25,13 @@ async def open_engine(config: EngineConfig, *, seed: int = 0) -> AsyncIterator[E
                                max_batch_size=config.max_batch_size,
                                batch_wait_ms=config.batch_wait_ms, seed=seed)
         engine: Engine = await loaded if inspect.isawaitable(loaded) else loaded
+    elif config.kind == "openai":
+        from runtime.engines.openai import OpenAIEngine
+
+        if not config.base_urls:
+            raise ConfigError("--engine openai needs server URLs: --set engine.base_urls=[http://host:8000]")
+        engine = OpenAIEngine(config.base_urls, config.model, timeout_s=config.timeout_s,
+                              max_retries=config.max_retries, value_endpoint=config.value_endpoint)
     else:  # pragma: no cover - pydantic restricts `kind` to ENGINE_KINDS
         raise ConfigError(f"unknown engine {config.kind!r}; available: {', '.join(ENGINE_KINDS)}")
     try:

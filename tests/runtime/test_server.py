@@ -81,7 +81,6 @@ async def test_port_in_use_is_one_clear_error() -> None:
                 pass
 
 
-@pytest.mark.slow
 async def test_hf_engine_served_matches_the_engine_itself(tiny_model_dir: Path) -> None:
     from runtime.engines.hf import HFEngine
 

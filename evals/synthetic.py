@@ -1,0 +1,224 @@
+"""`synth-arith`: seeded multi-step arithmetic word problems, plus correct ReAct solutions for SFT.
+
+    for p in synth_arith_problems("test", 500, seed=0): ...
+    steps = synth_arith_solution(problem)          # react_sft step texts, outputs included
+
+A problem is a start amount followed by 2–4 operations in GSM8K-like wording (docs/MINI.md):
+buying more (+), giving away (−), buying k bags of m (+ k·m), giving k friends m each (− k·m),
+doubling / tripling (×), and sharing equally keeping one share (exact ÷). Half the problems carry
+a distractor sentence. Every intermediate amount is a positive integer below 10,000, so the
+answer is an exact integer.
+
+Splits are disjoint by construction, whatever the seeds: a problem belongs to the split given by
+a hash of its question text (1 in 5 goes to "test"), and each split's generator rejects the
+other's. Duplicate questions are dropped within one call. The operations are kept in
+`meta["ops"]` (`[["+", 5], ["*", 2], ...]`, start in `meta["start"]`) so a solution can be
+written without parsing the question.
+
+Solutions (`synth_arith_solution`) are in the react_sft XML format (ALPHAMATH.md §1.2): one code
+step per operation (the variable carries over, as the executor replays earlier steps), or — for
+30 % of problems, seeded — one code step with the whole expression; then a `Final Answer:` step.
+`synth_arith_sft_rows` wraps them as training rows (`training.data` format, every q = 1.0) for a
+warm-start SFT with `cli.py train`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from runtime.problem import Problem
+
+__all__ = ["SPLITS", "synth_arith_problems", "synth_arith_sft_rows", "synth_arith_solution"]
+
+SPLITS = ("train", "test")
+SOURCE = "synth-arith"
+_MAX = 10_000
+_TEST_BUCKETS = 1  # of 5
+
+_NAMES = ("Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Jack", "Emma", "Noah", "Zoe", "Leo", "Ava",
+          "Omar", "Priya", "Kenji", "Sofia")
+_ITEMS = ("apples", "pencils", "stickers", "marbles", "cookies", "books", "cards", "shells",
+          "coins", "stamps", "beads", "buttons", "crayons", "balloons")
+_DISTRACTORS = ("The shop is {n} miles away.", "It is {n} degrees outside.",
+                "{name}'s sister is {n} years old.", "The bus ride takes {n} minutes.",
+                "The store opened {n} years ago.")
+
+
+def _split_of(question: str) -> str:
+    bucket = int.from_bytes(hashlib.sha256(question.encode()).digest()[:4], "big") % 5
+    return "test" if bucket < _TEST_BUCKETS else "train"
+
+
+def _op_sentence(rng: random.Random, op: str, args: tuple[int, ...], name: str, item: str) -> str:
+    if op == "+":
+        (b,) = args
+        return rng.choice((f"Then {name} buys {b} more {item}.", f"A friend gives {name} {b} {item}.",
+                           f"{name} finds {b} more {item}."))
+    if op == "-":
+        (b,) = args
+        return rng.choice((f"Then {name} gives away {b} {item}.", f"{name} loses {b} {item}.",
+                           f"{name} uses {b} of the {item}."))
+    if op == "+*":
+        k, m = args
+        return rng.choice((f"{name} buys {k} bags with {m} {item} in each bag.",
+                           f"{name} gets {k} boxes of {m} {item} each."))
+    if op == "-*":
+        k, m = args
+        return rng.choice((f"{name} gives {k} friends {m} {item} each.",
+                           f"{name} puts {m} {item} into each of {k} jars and gives the jars away."))
+    if op == "*":
+        (k,) = args
+        word = {2: "doubles", 3: "triples"}[k]
+        return rng.choice((f"Then {name} {word} the number of {item}.",
+                           f"{name}'s collection of {item} grows to {k} times as many."))
+    (k,) = args  # "/"
+    return rng.choice((f"{name} shares the {item} equally with {k - 1} friends and keeps one share.",
+                       f"{name} splits the {item} into {k} equal piles and keeps one pile."))
+
+
+def _apply(x: int, op: str, args: tuple[int, ...]) -> int:
+    if op == "+":
+        return x + args[0]
+    if op == "-":
+        return x - args[0]
+    if op == "+*":
+        return x + args[0] * args[1]
+    if op == "-*":
+        return x - args[0] * args[1]
+    if op == "*":
+        return x * args[0]
+    return x // args[0]
+
+
+def _pick_op(rng: random.Random, x: int) -> tuple[str, tuple[int, ...]]:
+    """A random operation that keeps the amount a positive integer below _MAX."""
+    while True:
+        op = rng.choice(("+", "-", "+*", "-*", "*", "/"))
+        if op == "+":
+            args: tuple[int, ...] = (rng.randint(2, 60),)
+        elif op == "-":
+            if x < 3:
+                continue
+            args = (rng.randint(1, min(60, x - 1)),)
+        elif op == "+*":
+            args = (rng.randint(2, 9), rng.randint(2, 12))
+        elif op == "-*":
+            k = rng.randint(2, 6)
+            if x // k < 2:
+                continue
+            args = (k, rng.randint(1, min(10, x // k - 1)))
+        elif op == "*":
+            args = (rng.choice((2, 3)),)
+        else:
+            divisors = [k for k in range(2, 7) if x % k == 0]
+            if not divisors:
+                continue
+            args = (rng.choice(divisors),)
+        y = _apply(x, op, args)
+        if 0 < y < _MAX:
+            return op, args
+
+
+def _make(rng: random.Random) -> tuple[str, int, list[tuple[str, tuple[int, ...]]], int]:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    start = rng.randint(5, 120)
+    x = start
+    ops: list[tuple[str, tuple[int, ...]]] = []
+    for _ in range(rng.randint(2, 4)):
+        op, args = _pick_op(rng, x)
+        ops.append((op, args))
+        x = _apply(x, op, args)
+    sentences = [rng.choice((f"{name} has {start} {item}.", f"{name} starts with {start} {item}."))]
+    sentences += [_op_sentence(rng, op, args, name, item) for op, args in ops]
+    if rng.random() < 0.5:
+        d = rng.choice(_DISTRACTORS).format(n=rng.randint(2, 90), name=name)
+        sentences.insert(rng.randint(1, len(sentences)), d)
+    sentences.append(rng.choice((f"How many {item} does {name} have now?",
+                                 f"How many {item} does {name} have at the end?")))
+    return " ".join(sentences), start, ops, x
+
+
+def synth_arith_problems(split: str, n: int, seed: int) -> Iterator[Problem]:
+    """`n` distinct problems of `split` ("train" or "test"), the same for the same seed."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown synth-arith split {split!r}; known: {', '.join(SPLITS)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(f"{SOURCE}:{split}:{seed}")
+    seen: set[str] = set()
+    i = 0
+    while i < n:
+        question, start, ops, answer = _make(rng)
+        if question in seen or _split_of(question) != split:
+            continue
+        seen.add(question)
+        meta: dict[str, Any] = {"split": split, "seed": seed, "start": start,
+                                "ops": [[op, *args] for op, args in ops]}
+        yield Problem(id=f"{SOURCE}-{split}-{seed}-{i}", question=question, answer=(str(answer),),
+                      source=SOURCE, meta=meta)
+        i += 1
+
+
+_THOUGHTS = {"+": "Add the {item} that come in.", "-": "Subtract the {item} that go away.",
+             "+*": "Add the {item} from the bags.", "-*": "Subtract the {item} given to friends.",
+             "*": "Multiply the number of {item}.", "/": "Divide the {item} into equal shares."}
+
+
+def _expr(var: str, op: str, args: list[int]) -> str:
+    if op in ("+", "-", "*"):
+        return f"{var} {op} {args[0]}"
+    if op == "+*":
+        return f"{var} + {args[0]} * {args[1]}"
+    if op == "-*":
+        return f"{var} - {args[0]} * {args[1]}"
+    return f"{var} // {args[0]}"
+
+
+def synth_arith_solution(problem: Problem, *, rng: random.Random | None = None) -> list[str]:
+    """Correct react_sft steps for a synth-arith problem (outputs pasted in, answer last).
+
+    `rng` picks the layout (30 %: one expression); without it the choice is seeded by the id.
+    """
+    from runtime.react import get_format
+
+    fmt = get_format("react_sft")
+    rng = rng or random.Random(problem.id)
+    start, ops = int(problem.meta["start"]), problem.meta["ops"]
+    item = next((w for w in _ITEMS if f" {w}" in problem.question), "items")
+    steps: list[str] = []
+    x = start
+    if rng.random() < 0.3:
+        expr = str(start)
+        for op, *args in ops:
+            expr = _expr(f"({expr})", op, args)
+            x = _apply(x, op, tuple(args))
+        code_step = fmt.parse(fmt.format_step("Compute the final amount in one expression.",
+                                              code=f"print({expr})"))
+        steps.append(fmt.with_observation(code_step, str(x)))
+    else:
+        for k, (op, *args) in enumerate(ops):
+            x = _apply(x, op, tuple(args))
+            prefix = f"{item} = {start}\n" if k == 0 else ""
+            code = f"{prefix}{item} = {_expr(item, op, args)}\nprint({item})"
+            code_step = fmt.parse(fmt.format_step(_THOUGHTS[op].format(item=item), code=code))
+            steps.append(fmt.with_observation(code_step, str(x)))
+    answer = fmt.parse(fmt.format_step(f"{problem.question.split()[0]} has {x} {item}.",
+                                       final_answer=str(x)))
+    steps.append(answer.text)
+    return steps
+
+
+def synth_arith_sft_rows(split: str, n: int, seed: int) -> Iterator[Any]:
+    """Warm-start SFT rows (`training.data.TrainingRow`, correct, every q = 1.0)."""
+    from runtime.react import get_format
+    from training.data import TrainingRow, TrainingStep
+
+    fmt = get_format("react_sft")
+    rng = random.Random(f"{SOURCE}-sft:{split}:{seed}")
+    for problem in synth_arith_problems(split, n, seed):
+        steps = synth_arith_solution(problem, rng=rng)
+        yield TrainingRow(fmt.build_prompt(problem.question, []),
+                          tuple(TrainingStep(s, 1.0) for s in steps), True, problem.id)

@@ -1,0 +1,150 @@
+"""Joint LM + value training: labels, loss decrease, checkpoint/resume, serving the result."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from runtime.engines.hf import HFEngine
+from runtime.react import get_format
+from training.data import TrainingRow, TrainingStep, write_training_rows
+from training.errors import CheckpointError, TrainingDataError
+from training.tiny_model import make_problem
+from training.train import IGNORE, TrainConfig, batch_loss, collate, encode_row, train
+
+SFT = get_format("react_sft")
+
+
+def make_rows(n: int, seed: int = 0) -> list[TrainingRow]:
+    """Half correct (+1 at the end), half with a wrong answer (−1), intermediate Q in between."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        question, expr, ans = make_problem(rng)
+        correct = i % 2 == 0
+        step = SFT.parse(SFT.format_step("Compute it.", code=f"print({expr})"))
+        code_text = SFT.with_observation(step, str(ans))
+        final = SFT.parse(SFT.format_step("The answer follows.",
+                                          final_answer=str(ans if correct else ans + 1))).text
+        q1 = 0.5 if correct else -0.25
+        rows.append(TrainingRow(SFT.build_prompt(question, []),
+                                (TrainingStep(code_text, q1), TrainingStep(final, 1.0 if correct else -1.0)),
+                                correct, f"r{i}"))
+    return rows
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_training_rows(make_rows(16), tmp_path / "train.jsonl")
+
+
+def test_labels_prompt_masked_negatives_value_only(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    good, bad = make_rows(2)
+    enc = encode_row(tok, good, 1024)
+    n_prompt = len(tok(good.prompt)["input_ids"])
+    assert all(x == IGNORE for x in enc.lm_labels[:n_prompt])  # the question is never labelled
+    assert enc.lm_labels[n_prompt:] == enc.input_ids[n_prompt:]  # every step token on a + path
+    # value targets: exactly one per step, on its last token, which closes "</step>\n"
+    at = [i for i, m in enumerate(enc.value_mask) if m]
+    assert [enc.value_labels[i] for i in at] == [0.5, 1.0]
+    assert at[-1] == len(enc.input_ids) - 1
+    for i in at:
+        assert tok.decode(enc.input_ids[: i + 1]).endswith("</step>\n")
+    first_step_ids = tok(good.steps[0].text.strip() + "\n", add_special_tokens=False)["input_ids"]
+    assert at[0] == n_prompt + len(first_step_ids) - 1
+    # a negative path: no LM label anywhere, value labels as for a positive
+    enc_bad = encode_row(tok, bad, 1024)
+    assert all(x == IGNORE for x in enc_bad.lm_labels)
+    assert [enc_bad.value_labels[i] for i, m in enumerate(enc_bad.value_mask) if m] == [-0.25, -1.0]
+    # masking the interpreter output keeps the tags labelled
+    masked = encode_row(tok, good, 1024, mask_observations=True)
+    dropped = [i for i, (a, b) in enumerate(zip(enc.lm_labels, masked.lm_labels)) if a != b]
+    assert dropped and "<output>" not in tok.decode([enc.input_ids[i] for i in dropped])
+    assert good.steps[0].text.split("<output>\n")[1].split("\n")[0] in \
+        tok.decode([enc.input_ids[i] for i in dropped])
+    # truncation
+    assert len(encode_row(tok, good, 10).input_ids) == 10
+
+
+def test_all_negative_batch_has_finite_zero_ce(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+    batch = collate([encode_row(tok, r, 512) for r in make_rows(4)[1::2]], tok.pad_token_id)
+    total, ce, mse = batch_loss(model, head, batch, beta=0.1)
+    assert ce.item() == 0.0 and torch.isfinite(total).item() and mse.item() > 0
+    total.backward()
+    assert head.weight.grad is not None and float(head.weight.grad.abs().sum()) > 0
+
+
+def _eval_loss(model_dir: Path, rows: list[TrainingRow]) -> tuple[float, float]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from runtime.engines.value_head import load_value_head
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    head = load_value_head(model_dir, model.config.hidden_size)
+    assert head is not None
+    with torch.no_grad():
+        _, ce, mse = batch_loss(model, head, collate([encode_row(tok, r, 512) for r in rows],
+                                                     tok.pad_token_id), beta=0.1)
+    return float(ce), float(mse)
+
+
+async def test_loss_decreases_and_result_serves_values(model_copy: Path, data: Path, tmp_path: Path) -> None:
+    rows = make_rows(16)
+    ce0, mse0 = _eval_loss(model_copy, rows)
+    cfg = TrainConfig(data=data, model=model_copy, output_dir=tmp_path / "out", lr=2e-3, beta=1.0,
+                      batch_size=4, epochs=3, warmup_ratio=0.0)
+    summary = train(cfg)
+    assert summary.steps == 12 and summary.rows == 16 and not summary.fresh_value_head
+    ce1, mse1 = _eval_loss(tmp_path / "out", rows)
+    assert ce1 < ce0 and mse1 < mse0 * 0.8
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["value_model"] is True
+    async with await HFEngine.load(tmp_path / "out", value_head=True) as engine:
+        good = SFT.build_prompt(rows[0].prompt[11:-13], [s.text for s in rows[0].steps])
+        (v,) = await engine.value([good])
+    assert -1.0 <= v <= 1.0
+
+
+def test_checkpoint_then_resume_follows_the_straight_run(model_copy: Path, data: Path, tmp_path: Path) -> None:
+    base = dict(data=data, model=model_copy, lr=1e-3, batch_size=8, epochs=2, seed=5)
+    straight = train(TrainConfig(output_dir=tmp_path / "a", **base))
+    assert straight.steps == 4
+    first = train(TrainConfig(output_dir=tmp_path / "b", save_every=2, max_steps=2, **base))
+    assert [p.name for p in first.checkpoints] == ["checkpoint-2"]
+    assert (tmp_path / "b" / "checkpoint-2" / "value_head.safetensors").is_file()
+    with pytest.raises(CheckpointError, match="already holds checkpoint-2"):
+        train(TrainConfig(output_dir=tmp_path / "b", save_every=2, **base))
+    resumed = train(TrainConfig(output_dir=tmp_path / "b", save_every=2, resume=True, **base))
+    assert resumed.resumed_from == tmp_path / "b" / "checkpoint-2"
+    assert [d["step"] for d in resumed.losses] == [3, 4] and resumed.steps == 4
+    assert [d["loss"] for d in resumed.losses] == pytest.approx(
+        [d["loss"] for d in straight.losses[2:]], rel=1e-4)
+    assert _eval_loss(tmp_path / "b", make_rows(16)) == pytest.approx(
+        _eval_loss(tmp_path / "a", make_rows(16)), rel=1e-4)
+
+
+def test_bad_training_input(model_copy: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(TrainingDataError, match="empty training set"):
+        train(TrainConfig(data=tmp_path / "empty.jsonl", model=model_copy, output_dir=tmp_path / "o"))
+    data = write_training_rows(make_rows(2), tmp_path / "d.jsonl")
+    with pytest.raises(CheckpointError, match="cannot load model"):
+        train(TrainConfig(data=data, model=tmp_path / "nowhere", output_dir=tmp_path / "o"))

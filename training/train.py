@@ -1,0 +1,389 @@
+"""Joint policy + value training on exported rows (ALPHAMATH.md §5, eq. 8).
+
+    summary = train(TrainConfig(data=[Path("train.jsonl")], model="ckpt", output_dir=Path("out")))
+
+Loss per batch: ``CE + beta · MSE``.
+
+* **CE**: next-token cross-entropy, mean over labelled tokens, on CORRECT paths only (a row whose
+  final Q is −1 has every LM label masked, so negatives train the value head alone). Labelled
+  tokens are all step tokens; the prompt (the question) is never labelled. This is what the
+  original (LLaMA-Factory) does: it also trains on the pasted-in `<output>` text.
+  `mask_observations=True` additionally masks the interpreter output inside ``<output>…</output>``
+  (the tags stay labelled), as docs/MINI.md's small-model recipe did. When no token of the batch
+  is labelled the CE is a zero-valued sum (the original's `reduction='sum'`), never NaN.
+* **MSE**: ``tanh(head(dropout(h)))`` at each step's LAST token — each step is tokenized as
+  ``step.strip() + "\\n"`` (segments are tokenized separately, as LLaMA-Factory does), so that
+  is the ``"\\n"`` after ``</step>`` where the value is read at inference (§1.2) — against the
+  step's Q; every other position is unlabelled. Masked: the sum of squared errors over labelled
+  positions / (#labelled + 1e-3), over correct and incorrect paths alike. Dropout is trl's
+  `summary_dropout_prob` 0.1, active in training only.
+* **beta** (the original's `weight_alpha`) defaults to 0.1. The paper's TEXT (§C.3) says 0.01
+  (0.0005 for Llama3) while its Table 6 says 0.1, and the maintainers said "0.1 × MSE" (#3, #8).
+
+Optimiser as the paper: AdamW, weight decay 0, warmup 3 % then cosine decay (lr 4e-5, 10 epochs
+and batch 1024 there; defaults here are small-scale). The schedule depends on `epochs` only, so
+`max_steps` (a cut-off) and resuming never change it.
+
+Checkpoints: every `save_every` optimizer steps, ``output_dir/checkpoint-STEP/`` (written to a
+temporary sibling, then renamed) holds the model, tokenizer, `value_head.safetensors`,
+`"value_model": true` and `trainer_state.pt` (optimizer, scheduler, step, RNG). `resume=True`
+continues from the newest one: same data order, same schedule, same RNG, so a resumed run
+follows the uninterrupted one. The final model + head go to `output_dir` itself.
+
+Plain torch on one device. Several GPUs (`accelerate`) are not wired yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runtime.engines.value_head import init_value_head, load_value_head, save_value_head
+from training.data import TrainingRow, read_training_rows
+from training.errors import CheckpointError, TrainingDataError
+from training.value_head import DEFAULT_INITIALIZER_RANGE, mark_value_model, text_config_of
+
+__all__ = ["Batch", "Encoded", "TrainConfig", "TrainSummary", "batch_loss", "collate", "encode_row", "train"]
+
+IGNORE = -100
+STATE_FILE = "trainer_state.pt"
+_CKPT = re.compile(r"checkpoint-(\d+)")
+
+
+class TrainConfig(BaseModel):
+    """Everything `train` needs; validated on construction, no I/O."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: tuple[Path, ...] = Field(min_length=1)  # training-row JSONL files (export-training)
+    model: Path  # a model directory (with or without a value head)
+    output_dir: Path
+    beta: float = Field(0.1, ge=0)  # paper text 0.01, paper Table 6 0.1
+    lr: float = Field(4e-5, gt=0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
+    max_len: int = Field(1024, ge=8)  # the paper's cutoff length; longer rows are truncated
+    seed: int = 0
+    save_every: int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: only the end
+    resume: bool = False
+    max_steps: int | None = Field(None, ge=1)  # stop early (the schedule still spans `epochs`)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    value_dropout: float = Field(0.1, ge=0, lt=1)
+    mask_observations: bool = False
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, (str, Path)) else value
+
+
+@dataclass
+class TrainSummary:
+    output_dir: Path
+    steps: int = 0  # optimizer steps done in total (including before a resume)
+    rows: int = 0
+    resumed_from: Path | None = None
+    checkpoints: list[Path] = field(default_factory=list)
+    losses: list[dict[str, float]] = field(default_factory=list)  # per optimizer step of this run
+    fresh_value_head: bool = False  # the model had none; one was initialised
+    seconds: float = 0.0
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.losses[-1]["loss"] if self.losses else None
+
+
+# ------------------------------------------------------------------------------- tokenization
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    lm_labels: list[int]  # IGNORE where no LM loss
+    value_labels: list[float]  # meaningful where value_mask
+    value_mask: list[bool]
+
+
+def _observation_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for m in re.finditer(r"<output>\n?(.*?)\n?</output>", text, re.DOTALL):
+        spans.append((m.start(1), m.end(1)))
+    return spans
+
+
+def encode_row(tokenizer: Any, row: TrainingRow, max_len: int, *,
+               mask_observations: bool = False) -> Encoded:
+    """Token ids and labels of one row (see the module docstring), truncated to `max_len`."""
+    ids: list[int] = list(tokenizer(row.prompt)["input_ids"])  # special tokens as serving adds
+    lm = [IGNORE] * len(ids)
+    vl = [0.0] * len(ids)
+    vm = [False] * len(ids)
+    for step in row.steps:
+        text = step.text.strip() + "\n"
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=mask_observations)
+        step_ids = list(enc["input_ids"])
+        if not step_ids:
+            continue
+        labels = list(step_ids) if row.correct else [IGNORE] * len(step_ids)
+        if mask_observations and row.correct:
+            spans = _observation_spans(text)
+            for i, (start, end) in enumerate(enc["offset_mapping"]):
+                if any(s <= start and end <= e and end > start for s, e in spans):
+                    labels[i] = IGNORE
+        ids += step_ids
+        lm += labels
+        vl += [0.0] * (len(step_ids) - 1) + [float(step.q)]
+        vm += [False] * (len(step_ids) - 1) + [True]
+    return Encoded(ids[:max_len], lm[:max_len], vl[:max_len], vm[:max_len])
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lm_labels: torch.Tensor
+    value_labels: torch.Tensor
+    value_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.lm_labels,
+                                              self.value_labels, self.value_mask)))
+
+
+def collate(rows: Sequence[Encoded], pad_id: int) -> Batch:
+    """Right-padded tensors (padding is unlabelled and masked out of attention)."""
+    width = max(len(r.input_ids) for r in rows)
+    n = len(rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    lm = torch.full((n, width), IGNORE, dtype=torch.long)
+    vl = torch.zeros((n, width), dtype=torch.float32)
+    vm = torch.zeros((n, width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        k = len(r.input_ids)
+        ids[i, :k] = torch.tensor(r.input_ids)
+        mask[i, :k] = 1
+        lm[i, :k] = torch.tensor(r.lm_labels)
+        vl[i, :k] = torch.tensor(r.value_labels)
+        vm[i, :k] = torch.tensor(r.value_mask)
+    return Batch(ids, mask, lm, vl, vm)
+
+
+def batch_loss(model: Any, head: torch.nn.Linear, batch: Batch, beta: float,
+               dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, ce, mse) of one batch; `dropout` applies to the head's input when training."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                output_hidden_states=True)
+    logits = out.logits[:, :-1].float()
+    labels = batch.lm_labels[:, 1:]
+    n_lm = int((labels != IGNORE).sum())
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                         ignore_index=IGNORE, reduction="sum") / max(n_lm, 1)
+    h = out.hidden_states[-1].float()
+    if dropout and head.training:
+        h = F.dropout(h, p=dropout, training=True)
+    v = torch.tanh(head(h).squeeze(-1))
+    vm = batch.value_mask.float()
+    mse = (((v - batch.value_labels) ** 2) * vm).sum() / (vm.sum() + 1e-3)
+    return ce + beta * mse, ce, mse
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    found = []
+    if output_dir.is_dir():
+        for p in output_dir.iterdir():
+            m = _CKPT.fullmatch(p.name)
+            if m and (p / STATE_FILE).is_file():
+                found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def _save(dest: Path, model: Any, tokenizer: Any, head: torch.nn.Linear,
+          state: dict[str, Any] | None) -> Path:
+    """Write a loadable model dir (+ trainer state) atomically: temporary sibling, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    save_value_head(head, tmp)
+    mark_value_model(tmp)
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+    if dest.exists():
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        else:  # the final output_dir: move our files in, keep its checkpoints
+            for item in tmp.iterdir():
+                target = dest / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                item.replace(target)
+            tmp.rmdir()
+            return dest
+    tmp.rename(dest)
+    return dest
+
+
+def _schedule(total: int, warmup_ratio: float):  # -> Callable[[int], float]
+    warmup = max(1, math.ceil(total * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(config: TrainConfig) -> TrainSummary:
+    """Train `config.model` on `config.data`; returns what was done. See the module docstring.
+
+    Raises TrainingDataError on an empty or malformed training set, CheckpointError when the
+    model cannot be loaded or the output directory holds checkpoints and `resume` is off.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    rows = read_training_rows(list(config.data))
+    out_dir = config.output_dir
+    summary = TrainSummary(output_dir=out_dir, rows=len(rows))
+    latest = _latest_checkpoint(out_dir)
+    if latest is not None and not config.resume:
+        raise CheckpointError(f"{out_dir} already holds {latest.name}; pass resume to continue "
+                              "or choose another output directory")
+    source = latest if (config.resume and latest is not None) else config.model
+    summary.resumed_from = latest if source is latest else None
+
+    # 1) model, tokenizer, value head
+    device = _pick_device(config.device)
+    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except Exception as exc:  # foreign errors: one line naming the model
+        raise CheckpointError(f"cannot load model {source}: {exc}".splitlines()[0]) from exc
+    text_cfg = text_config_of(model.config)
+    hidden = int(text_cfg.hidden_size)
+    try:
+        head = load_value_head(source, hidden)
+    except Exception as exc:
+        raise CheckpointError(str(exc)) from exc
+    if head is None:
+        init_range = float(getattr(text_cfg, "initializer_range", None) or DEFAULT_INITIALIZER_RANGE)
+        head = init_value_head(hidden, init_range, config.seed)
+        summary.fresh_value_head = True
+    head.requires_grad_(True)
+    model.to(device)
+    head.to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
+        tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
+
+    # 2) data: encoded once; epoch e visits rows in a permutation seeded by (seed, e)
+    encoded = [encode_row(tokenizer, r, config.max_len, mask_observations=config.mask_observations)
+               for r in rows]
+    if not any(any(e.value_mask) or any(x != IGNORE for x in e.lm_labels) for e in encoded):
+        raise TrainingDataError("empty training set: no row has a labelled token within max_len")
+    micro_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    stop_at = min(total_steps, config.max_steps or total_steps)
+
+    # 3) optimiser, schedule, state
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total_steps, config.warmup_ratio))
+    step = 0
+    torch.manual_seed(config.seed)
+    if summary.resumed_from is not None:
+        try:
+            state = torch.load(summary.resumed_from / STATE_FILE, map_location="cpu", weights_only=False)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            step = int(state["step"])
+            torch.set_rng_state(state["torch_rng"])
+        except Exception as exc:
+            raise CheckpointError(f"cannot resume from {summary.resumed_from}: {exc}".splitlines()[0]) from exc
+        if state.get("total_steps") != total_steps:
+            raise CheckpointError(
+                f"cannot resume from {summary.resumed_from}: it was trained for "
+                f"{state.get('total_steps')} steps, this configuration makes {total_steps}")
+
+    def trainer_state() -> dict[str, Any]:
+        return {"step": step, "total_steps": total_steps, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                "config": config.model_dump(mode="json")}
+
+    # 4) the loop: one optimizer step = grad_accum micro-batches
+    model.train()
+    head.train()
+    while step < stop_at:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        order = list(range(len(encoded)))
+        random.Random(config.seed * 1_000_003 + epoch).shuffle(order)
+        first = in_epoch * config.grad_accum
+        micro = range(first, min(first + config.grad_accum, micro_per_epoch))
+        opt.zero_grad(set_to_none=True)
+        tot = ce_sum = mse_sum = 0.0
+        for m in micro:
+            idx = order[m * config.batch_size:(m + 1) * config.batch_size]
+            batch = collate([encoded[i] for i in idx], pad_id).to(device)
+            loss, ce, mse = batch_loss(model, head, batch, config.beta, config.value_dropout)
+            (loss / len(micro)).backward()
+            tot += loss.item() / len(micro)
+            ce_sum += ce.item() / len(micro)
+            mse_sum += mse.item() / len(micro)
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        opt.step()
+        sched.step()
+        step += 1
+        summary.losses.append({"step": step, "loss": tot, "lm": ce_sum, "value": mse_sum,
+                               "lr": sched.get_last_lr()[0]})
+        if config.save_every and step % config.save_every == 0 and step < stop_at:
+            summary.checkpoints.append(
+                _save(out_dir / f"checkpoint-{step}", model, tokenizer, head, trainer_state()))
+
+    # 5) the end: a last checkpoint (resumable) and the final model in output_dir
+    model.eval()
+    head.eval()
+    if config.save_every:
+        summary.checkpoints.append(
+            _save(out_dir / f"checkpoint-{step}", model, tokenizer, head, trainer_state()))
+    _save(out_dir, model, tokenizer, head, None)
+    summary.steps = step
+    summary.seconds = time.perf_counter() - t0
+    (out_dir / "train_summary.json").write_text(json.dumps(
+        {"steps": step, "rows": len(rows), "resumed_from": str(summary.resumed_from or ""),
+         "losses": summary.losses, "seconds": round(summary.seconds, 2)}, indent=1) + "\n")
+    return summary

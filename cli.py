@@ -143,6 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="auto | cpu | cuda")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
+    rd = sub.add_parser("round", help="one self-improvement round: MCTS with ground truth → "
+                                      "training rows → train → evaluate, in one run directory")
+    rd.add_argument("--model", required=True, help="the model to improve (a local directory)")
+    rd.add_argument("--run-dir", type=Path, required=True, help="where every artifact goes")
+    rd.add_argument("--dataset", default="synth-arith:train:200", help="training questions (with answers)")
+    rd.add_argument("--eval-dataset", default="synth-arith:test:200")
+    rd.add_argument("--train-preset", default="mcts_train_round2", help="the tree-building search")
+    rd.add_argument("--eval-preset", default="greedy", help="the search the trained model is scored with")
+    rd.add_argument("--sandbox", choices=["auto", "bwrap", "docker"], default="auto")
+    rd.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a field of both searches (repeatable)")
+    rd.add_argument("--max-steps", type=int, help="training steps at most")
+    rd.add_argument("--batch-size", type=int, help="training batch size")
+    rd.add_argument("--lr", type=float, help="training learning rate")
+    rd.add_argument("--no-progress", action="store_true")
+    rd.add_argument("--log-file", type=Path)
+    rd.add_argument("-v", "--verbose", action="store_true")
+
     tm = sub.add_parser("tiny-model", help="build the tiny local model used by the smoke run and tests")
     tm.add_argument("out", type=Path)
     tm.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -185,6 +203,7 @@ def _setup_logging(args: argparse.Namespace, default_dir: Path) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from evals.report import render_score, score_results
     from runtime.evaluate import evaluate, plan_run
@@ -196,10 +215,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     strategy = make_strategy(config.strategy)
     log_file = _setup_logging(args, config.run.output.parent)
     plan = plan_run(config)
-    console = Console(stderr=True)
-    console.print(f"[bold]alphamath eval[/] {config.run.dataset} · {strategy.name} · "
-                  f"model {config.engine.model} → {plan.output} "
-                  f"({plan.already_done} of {plan.total} already done) · log {log_file}")
+    console = Console(stderr=True, emoji=False)
+    console.print(f"[bold]alphamath eval[/] {escape(config.run.dataset)} · {strategy.name} · "
+                  f"model {escape(str(config.engine.model))} → {escape(str(plan.output))} "
+                  f"({plan.already_done} of {plan.total} already done) · log {escape(str(log_file))}")
     progress = RunProgress(total=plan.total, done=plan.already_done, correct=plan.already_correct,
                            enabled=not args.no_progress, console=console)
     try:
@@ -211,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     console.print(f"finished {summary.finished} problems this run ({summary.errors} errors) "
                   f"in {summary.wall_s:.1f} s")
-    Console().print(render_score(score_results(plan.output)))
+    Console(emoji=False).print(render_score(score_results(plan.output)))
     return 0
 
 
@@ -222,7 +241,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if not args.results.exists():
         raise AlphaMathError(f"no such results file: {args.results}")
-    Console().print(render_score(score_results(args.results, regrade=args.regrade)))
+    Console(emoji=False).print(render_score(score_results(args.results, regrade=args.regrade)))
     return 0
 
 
@@ -241,7 +260,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
         overrides.append(f"strategy.step_beam_width={args.beam_width}")
     config = build_config(apply_overrides(load_preset(args.preset), overrides))
     score = offline_results(args.results, **offline_kwargs(config.strategy), output=args.output)
-    Console().print(render_score(score))
+    Console(emoji=False).print(render_score(score))
     return 0
 
 
@@ -252,7 +271,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     _setup_logging(args, Path("runs") / "solve")
-    return asyncio.run(solve_one(config, args.question, args.answer, Console()))
+    return asyncio.run(solve_one(config, args.question, args.answer, Console(emoji=False)))
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -318,6 +337,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_round(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from evals.report import render_score
+    from runtime.config import EvalConfig
+    from runtime.evaluate import evaluate, plan_run
+    from runtime.progress import RunProgress
+    from strategies import make_strategy
+    from training.round import RoundPlan, run_round
+
+    _setup_logging(args, args.run_dir)
+    console = Console(stderr=True, emoji=False)
+
+    def run_search(config: EvalConfig) -> None:
+        plan = plan_run(config)
+        console.print(f"[bold]{config.strategy.name}[/] on {escape(config.run.dataset)} → "
+                      f"{escape(str(plan.output))}")
+        progress = RunProgress(total=plan.total, done=plan.already_done, correct=plan.already_correct,
+                               enabled=not args.no_progress, console=console)
+        with progress:
+            asyncio.run(evaluate(config, make_strategy(config.strategy), on_row=progress.update))
+
+    extra = {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr}
+    plan = RoundPlan(model=args.model, run_dir=args.run_dir, train_dataset=args.dataset,
+                     eval_dataset=args.eval_dataset, train_preset=args.train_preset,
+                     eval_preset=args.eval_preset, overrides=tuple(args.overrides), sandbox=args.sandbox,
+                     train_kwargs=tuple((k, v) for k, v in extra.items() if v is not None))
+    try:
+        summary = run_round(plan, run_search)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: re-run the same command to continue in {args.run_dir}")
+        return EXIT_INTERRUPTED
+    console.print(f"training data: {summary.positives} correct + {summary.negatives} incorrect paths; "
+                  f"trained {summary.train_steps} steps (final loss {summary.final_loss}) → {summary.model}")
+    Console(emoji=False).print(render_score(summary.eval))
+    return 0
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from training.tiny_model import build_tiny_model
 
@@ -329,7 +387,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 COMMANDS = {"eval": cmd_eval, "score": cmd_score, "offline": cmd_offline, "solve": cmd_solve,
             "sandbox": cmd_sandbox, "serve": cmd_serve, "export-training": cmd_export_training,
-            "value-head": cmd_value_head, "train": cmd_train, "tiny-model": cmd_tiny_model}
+            "value-head": cmd_value_head, "train": cmd_train, "round": cmd_round,
+            "tiny-model": cmd_tiny_model}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 
 from runtime.config import EvalConfig
 from runtime.engines import open_engine
@@ -33,12 +35,13 @@ async def solve_one(config: EvalConfig, question: str, answer: str | None, conso
     tree = result.tree
     end = tree.nodes[result.solutions[0].node_id] if result.solutions else max(
         tree.nodes, key=lambda n: (n.depth, -n.id))
-    console.print(Panel(question, title="question"))
+    # Text(), not str: model output and questions may contain [brackets] rich would read as markup.
+    console.print(Panel(Text(question), title="question"))
     for node in tree.path(end):
         title = f"step {node.depth}" + (" · code error" if node.code_error else "")
-        console.print(Panel(node.text.strip(), title=title, title_align="left"))
-    console.print(f"[bold]prediction:[/] {result.prediction!r}   steps {result.stats.steps}   "
+        console.print(Panel(Text(node.text.strip()), title=title, title_align="left"))
+    console.print(f"[bold]prediction:[/] {escape(repr(result.prediction))}   steps {result.stats.steps}   "
                   f"{result.stats.wall_s:.2f} s   {result.stats.code_runs} code runs")
     if answer:
-        console.print(f"[bold]reference:[/] {answer!r} → {'[green]correct' if ok else '[red]wrong'}")
+        console.print(f"[bold]reference:[/] {escape(repr(answer))} → {'[green]correct' if ok else '[red]wrong'}")
     return 0

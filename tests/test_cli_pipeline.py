@@ -99,3 +99,21 @@ def test_one_self_improvement_pass_by_hand(tiny_model_dir: Path, tmp_path: Path)
 
     proc = run_cli("export-training", str(tmp_path / "e.jsonl"), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr  # no ground-truth rewards
+
+
+def test_round_command_keeps_every_artifact_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "round1"
+    args = ["round", "--model", str(tiny_model_dir), "--run-dir", str(run), "--dataset",
+            "synth-arith:train:3:1", "--eval-dataset", "synth-arith:test:3", "--sandbox", "bwrap",
+            "--set", "strategy.iterations=4", "--set", "strategy.max_tokens=96", "--max-steps", "2",
+            "--batch-size", "2", "--no-progress"]
+    proc = run_cli(*args, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("trees.jsonl", "train_rows.jsonl", "model/value_head.safetensors", "eval.jsonl", "round.json"):
+        assert (run / name).exists(), name
+    summary = json.loads((run / "round.json").read_text())["summary"]
+    assert summary["train_steps"] == 2 and summary["eval"]["total"] == 3
+    before = (run / "eval.jsonl").read_bytes()
+    again = run_cli(*args, timeout=600)  # everything done: resumes, recomputes nothing
+    assert again.returncode == 0, again.stderr
+    assert (run / "eval.jsonl").read_bytes() == before

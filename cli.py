@@ -18,16 +18,9 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from runtime.config import (
-    EvalConfig,
-    apply_overrides,
-    build_config,
-    load_preset,
-    merge,
-    preset_names,
-)
+from runtime.config import EvalConfig, compose_config, preset_names
 from runtime.errors import AlphaMathError, ConfigError
 
 EXIT_USAGE = 2
@@ -168,15 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    data: dict[str, Any] = load_preset(args.strategy)
-    data = merge(data, "engine", {"model": args.model, "kind": args.engine, "device": args.device})
-    data = merge(data, "sandbox", {"backend": args.sandbox})
-    if args.command == "eval":
-        data = merge(data, "run", {"dataset": args.dataset, "output": args.output,
-                                   "limit": args.limit, "shard": args.shard,
-                                   "concurrency": args.concurrency})
-    data = apply_overrides(data, args.overrides)
-    config = build_config(data)
+    run = ({"dataset": args.dataset, "output": args.output, "limit": args.limit, "shard": args.shard,
+            "concurrency": args.concurrency} if args.command == "eval" else None)
+    config = compose_config(args.strategy, engine={"model": args.model, "kind": args.engine,
+                                                   "device": args.device},
+                            sandbox={"backend": args.sandbox}, run=run, overrides=args.overrides)
     if config.engine.model is None:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID "
                           "(`alphamath tiny-model DIR` builds a local smoke-test model)")
@@ -258,7 +247,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
         overrides.append("strategy.prune=false")
     if args.beam_width:
         overrides.append(f"strategy.step_beam_width={args.beam_width}")
-    config = build_config(apply_overrides(load_preset(args.preset), overrides))
+    config = compose_config(args.preset, overrides=overrides)
     score = offline_results(args.results, **offline_kwargs(config.strategy), output=args.output)
     Console(emoji=False).print(render_score(score))
     return 0

@@ -196,6 +196,17 @@ def merge(data: dict[str, Any], section: str, values: Mapping[str, Any]) -> dict
     return out
 
 
+def compose_config(preset: str, *, engine: Mapping[str, Any] | None = None,
+                   sandbox: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None,
+                   overrides: Sequence[str] = ()) -> EvalConfig:
+    """Preset, then the given fields (None values ignored), then `--set` overrides; validated."""
+    data = load_preset(preset)
+    for section, values in (("engine", engine), ("sandbox", sandbox), ("run", run)):
+        if values:
+            data = merge(data, section, values)
+    return build_config(apply_overrides(data, overrides))
+
+
 def build_config(data: Mapping[str, Any]) -> EvalConfig:
     """Validate; a bad value becomes one ConfigError line naming the field."""
     try:

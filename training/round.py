@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.report import Score, score_results
-from runtime.config import EvalConfig, apply_overrides, build_config, load_preset, merge
+from runtime.config import EvalConfig, compose_config
 from training.data import export_training
 from training.train import TrainConfig, train
 
@@ -53,10 +53,8 @@ class RoundSummary:
 
 def _search_config(preset: str, *, model: str, dataset: str, output: Path, sandbox: str,
                    overrides: Sequence[str]) -> EvalConfig:
-    data = merge(load_preset(preset), "engine", {"model": model})
-    data = merge(data, "sandbox", {"backend": sandbox})
-    data = merge(data, "run", {"dataset": dataset, "output": str(output)})
-    return build_config(apply_overrides(data, overrides))
+    return compose_config(preset, engine={"model": model}, sandbox={"backend": sandbox},
+                          run={"dataset": dataset, "output": str(output)}, overrides=overrides)
 
 
 def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None]) -> RoundSummary:

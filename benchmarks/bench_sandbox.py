@@ -1,6 +1,7 @@
 """Sandbox throughput: executions/s and p50/p99 latency with 8 concurrent callers.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--callers 8] [--seconds 5] [--backends docker,bwrap,unsandboxed]
+        [--pool-size N] [--max-uses N]
 
 Workloads: a trivial snippet, a sympy `solve`, and a step that replays 3 earlier code blocks.
 Backends: the Docker warm pool, bubblewrap (a fresh sandbox per run), and an UNSANDBOXED
@@ -93,9 +94,13 @@ async def main() -> None:
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--backends", default="docker,bwrap,unsandboxed")
+    parser.add_argument("--pool-size", type=int, default=None, help="default: SandboxLimits'")
+    parser.add_argument("--max-uses", type=int, default=None, help="default: SandboxLimits'")
     args = parser.parse_args()
-    limits = SandboxLimits()
-    print(f"{args.callers} concurrent callers, ~{args.seconds:g} s per cell, pool_size={limits.pool_size}")
+    overrides = {k: v for k, v in (("pool_size", args.pool_size), ("max_uses", args.max_uses)) if v}
+    limits = SandboxLimits(**overrides)
+    print(f"{args.callers} concurrent callers, ~{args.seconds:g} s per cell, "
+          f"pool_size={limits.pool_size}, max_uses={limits.max_uses}")
     print("| backend | workload | exec/s | p50 ms | p99 ms | runs |")
     print("|---|---|---:|---:|---:|---:|")
     for backend in args.backends.split(","):

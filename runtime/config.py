@@ -62,12 +62,17 @@ class StrategyConfig(_Section):
 
 
 class EngineConfig(_Section):
-    kind: Literal["hf", "openai"] = "hf"
+    kind: Literal["hf", "vllm", "openai"] = "hf"
     model: str | None = Field(None, description="model path or hub id (hf); served model name (openai)")
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_batch_size: int = Field(32, ge=1, description="rows (prompt × n) per forward batch")
     batch_wait_ms: float = Field(5.0, ge=0.0, description="how long the micro-batcher waits to fill a batch")
+    # vLLM (--engine vllm): policy AsyncLLM + a pooling AsyncLLM for the value head.
+    max_model_len: int = Field(4096, ge=16, description="context (capped at the model's)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    value_memory_fraction: float = Field(0.2, ge=0, lt=1, description="share of the memory for the value engine")
+    enforce_eager: bool | None = Field(None, description="None: eager on CPU, CUDA graphs on GPU")
     # OpenAI-compatible servers (--engine openai).
     base_urls: list[str] = Field(default_factory=list, description="server URLs; trees pinned per replica")
     timeout_s: float = Field(600.0, gt=0, description="per-request timeout")

@@ -1,9 +1,10 @@
 """The Docker backend: a warm pool of hardened containers, each a long-lived executor server.
 
 Each container runs `executor.py serve` (see its "server mode" comment): it preloads sympy and
-numpy once, then serves ONE request at a time, forking a fresh child per request (rlimits, then
+numpy once, then serves ONE request at a time, each in a fresh forked child (rlimits, then
 history replay + the new code), and after each run kills every leftover process and empties
-/tmp. No interpreter state survives a run; a crash or a runaway run kills only that child.
+/tmp. The child is pre-forked (forked and limited after the previous run's cleanup, waiting for
+its request), so the fork is off the critical path. No interpreter state survives a run; a crash or a runaway run kills only that child.
 
 Transport — a unix socket, not attached stdio: the runtime binds a socket in a private host
 directory that is bind-mounted READ-ONLY into the container (a socket can be connected through a
@@ -21,9 +22,15 @@ environment, no logs, and no host mount but the socket directory. The server set
 non-dumpable so a same-uid child cannot ptrace it.
 
 Lifecycle: a run that times out, is cancelled, whose child died by a signal, whose server
-vanished, that left something it could not clean, or that reached `max_uses` retires its
+vanished, that left something it could not clean, or that reached its budget retires its
 container: `docker kill` (a python PID 1 would ignore SIGTERM; `--init` and SIGKILL do not care)
-and `auto_remove`, then a replacement starts in the background. Containers are labelled
+and `auto_remove`, then a replacement starts in the background. Planned retirement costs no
+waiting: a container whose budget is nearly spent (the last quarter) starts its successor
+first and keeps serving meanwhile, and the budgets of the first pool are staggered (`max_uses`,
+then 3/4, 1/2, ... of it), so containers do not all come up for replacement at once; a run
+waits on a start-up only when no other container is there (a pool of one, or crashes).
+Background tasks hold a small `_Pool` state, never the sandbox (STYLE.md 6); `aclose()` ends
+them. Containers are labelled
 `alphamath.sandbox`; start-up removes those whose owning process is gone (crashed runs), and
 `clean_containers()` (`cli.py sandbox clean`) removes them on demand. Pool start is concurrent,
 and `run()` takes the first container that is ready.
@@ -42,8 +49,8 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -141,7 +148,7 @@ def clean_containers(*, include_live: bool = False) -> int:
     client = _client()
     removed = 0
     try:
-        for container in client.containers.list(all=True, filters={"label": LABEL}):
+        for container in client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True):
             owner = container.labels.get(OWNER_LABEL, "")
             if include_live or not _owner_alive(owner):
                 with contextlib.suppress(Exception):
@@ -169,7 +176,168 @@ class _Worker:
     sockdir: str
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    budget: int  # runs before retirement (<= max_uses; the first pool's budgets are staggered)
     uses: int = 0
+    successor: bool = False  # its replacement is already starting
+
+
+@dataclass(eq=False)
+class _Pool:
+    """What the pool's background tasks share with `DockerSandbox`: they take this, never the
+    sandbox itself (STYLE.md 6), and `DockerSandbox.aclose()` shuts them down through it."""
+
+    limits: SandboxLimits
+    command: list[str]
+    client: Any = None
+    root: str = ""
+    idle: asyncio.Queue[_Worker | BaseException] = field(default_factory=asyncio.Queue)
+    workers: set[_Worker] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    failures: int = 0
+    closed: bool = False
+
+
+def _background(pool: _Pool, coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro)
+    pool.tasks.add(task)
+    task.add_done_callback(pool.tasks.discard)
+
+
+def _spawn_later(pool: _Pool, budget: int, delay_s: float = 0.0) -> None:
+    _background(pool, _spawn(pool, budget, delay_s))
+
+
+async def _spawn(pool: _Pool, budget: int, delay_s: float) -> None:
+    """Start one container and add it to the pool; on failure retry with a back-off."""
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    if pool.closed:
+        return
+    try:
+        worker = await _start_container(pool, budget)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        pool.failures += 1
+        logger.error("sandbox_container_start_failed", backend="docker", error=str(exc),
+                     failures=pool.failures)
+        if pool.failures >= _MAX_START_FAILURES and not pool.workers:
+            pool.idle.put_nowait(SandboxError(f"Docker sandbox containers fail to start: {exc}"))
+        else:
+            _spawn_later(pool, budget, min(0.5 * pool.failures, 5.0))
+        return
+    pool.failures = 0
+    if pool.closed:
+        await _kill(pool, worker)
+        return
+    pool.workers.add(worker)
+    pool.idle.put_nowait(worker)
+
+
+def _run_kwargs(pool: _Pool, sockdir: str) -> dict[str, Any]:
+    from docker.types import LogConfig
+
+    limits = pool.limits
+    uid, gid = limits.uid, limits.gid
+    memory = f"{limits.container_memory_mb}m"
+    return {
+        "image": limits.image,
+        "command": pool.command,
+        "detach": True,
+        "auto_remove": True,
+        "init": True,
+        "user": f"{uid}:{gid}",
+        "network_mode": "none",
+        "ipc_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,uid={uid},gid={gid}"},
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "pids_limit": limits.pids_limit,
+        "nano_cpus": int(limits.cpus * 1e9),
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "environment": dict(_ENV),
+        "volumes": {sockdir: {"bind": _MOUNT, "mode": "ro"}},
+        "labels": {LABEL: "1", OWNER_LABEL: _owner()},
+        "working_dir": "/tmp",
+        "hostname": "sandbox",
+        "log_config": LogConfig(type="none"),
+    }
+
+
+async def _start_container(pool: _Pool, budget: int) -> _Worker:
+    sockdir = tempfile.mkdtemp(dir=pool.root)
+    os.chmod(sockdir, 0o755)
+    path = os.path.join(sockdir, _SOCKET)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    container = None
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o777)  # the container's non-root user connects
+        listener.listen(1)
+        listener.setblocking(False)
+        container = await asyncio.to_thread(pool.client.containers.run, **_run_kwargs(pool, sockdir))
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(_START_TIMEOUT_S):
+            conn, _ = await loop.sock_accept(listener)
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=1 << 20)
+            hello = await _read_frame(reader, 4096)
+        if not isinstance(hello, dict) or not hello.get("hello"):
+            raise SandboxError(f"unexpected hello from the sandbox server: {hello!r}")
+        return _Worker(container=container, sockdir=sockdir, reader=reader, writer=writer,
+                       budget=budget)
+    except BaseException:
+        if container is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.kill)
+        shutil.rmtree(sockdir, ignore_errors=True)
+        raise
+    finally:
+        listener.close()
+
+
+async def _kill(pool: _Pool, worker: _Worker) -> None:
+    """`docker kill` (auto_remove then deletes it) and forget the worker."""
+    import docker.errors
+
+    pool.workers.discard(worker)
+    worker.writer.close()
+    try:
+        await asyncio.to_thread(worker.container.kill, signal="SIGKILL")
+    except docker.errors.NotFound:
+        pass  # already gone (its server died and --rm removed it)
+    except docker.errors.APIError as exc:
+        if "is not running" not in str(exc):
+            logger.warning("sandbox_kill_failed", backend="docker", error=str(exc))
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(worker.container.remove, force=True)
+    finally:
+        shutil.rmtree(worker.sockdir, ignore_errors=True)
+
+
+def _retire(pool: _Pool, worker: _Worker) -> None:
+    """Kill `worker`'s container in the background; start its replacement unless that already
+    started (`successor`)."""
+    pool.workers.discard(worker)
+    _background(pool, _kill(pool, worker))
+    if not pool.closed and not worker.successor:
+        worker.successor = True
+        _spawn_later(pool, pool.limits.max_uses)
+
+
+def _release(pool: _Pool, worker: _Worker, keep: bool) -> None:
+    """After a run: back to the pool, or retired. A worker near the end of its budget starts its
+    successor first and keeps serving meanwhile, so reaching `max_uses` never empties the pool."""
+    worker.uses += 1
+    if not keep or pool.closed or worker.uses >= worker.budget:
+        if worker in pool.workers:
+            _retire(pool, worker)
+        return
+    if not worker.successor and worker.budget - worker.uses <= max(1, worker.budget // 4):
+        worker.successor = True
+        _spawn_later(pool, pool.limits.max_uses)
+    pool.idle.put_nowait(worker)
 
 
 class DockerSandbox:
@@ -178,18 +346,29 @@ class DockerSandbox:
 
     def __init__(self, limits: SandboxLimits | None = None, *, preload: Sequence[str] = PRELOAD) -> None:
         self.limits = limits or SandboxLimits()
-        self._preload = list(preload)
-        self._source = _executor_source()
-        self._client: Any = None
-        self._root = ""
-        self._idle: asyncio.Queue[_Worker | BaseException] = asyncio.Queue()
-        self._workers: set[_Worker] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failures = 0
-        self._closed = False
+        config = {
+            "limits": {
+                "memory_mb": self.limits.memory_mb,
+                "cpu_s": self.limits.cpu_s,
+                "file_size_mb": self.limits.file_size_mb,
+                "max_output_bytes": self.limits.max_output_bytes,
+            },
+            "preload": list(preload),
+        }
+        command = [self.limits.python, "-I", "-B", "-c", _executor_source(), "serve",
+                   f"{_MOUNT}/{_SOCKET}", json.dumps(config)]
+        self._pool = _Pool(limits=self.limits, command=command)
         self._started = False
         # The reply is capped in the container to max_output_bytes; allow for JSON framing.
         self._cap = self.limits.max_output_bytes + 4096
+
+    @property
+    def _workers(self) -> set[_Worker]:
+        return self._pool.workers
+
+    @property
+    def _closed(self) -> bool:
+        return self._pool.closed
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -197,181 +376,57 @@ class DockerSandbox:
         """Check engine and image, sweep leftovers, start the pool; wait for the first container."""
         if self._started:
             return
+        pool = self._pool
         reason = await asyncio.to_thread(docker_ready, self.limits.image)
         if reason is not None:
             raise SandboxUnavailable(reason)
-        self._client = await asyncio.to_thread(_client)
+        pool.client = await asyncio.to_thread(_client)
         swept = await asyncio.to_thread(clean_containers)
         if swept:
             logger.info("sandbox_swept_leftovers", backend="docker", containers=swept)
-        self._root = tempfile.mkdtemp(prefix="alphamath-docker-")
+        pool.root = tempfile.mkdtemp(prefix="alphamath-docker-")
         self._started = True
-        for _ in range(self.limits.pool_size):
-            self._spawn_later()
+        # Staggered budgets (max_uses, then 3/4, 1/2, ... of it for a pool of 4): the first
+        # containers reach the end of their budgets at different times, not all at once.
+        size, max_uses = self.limits.pool_size, self.limits.max_uses
+        for i in range(size):
+            _spawn_later(pool, max_uses - (i * max_uses) // size)
         # The first run must not wait for the whole pool, but start() reports a broken setup.
-        first = await self._idle.get()
+        first = await pool.idle.get()
         if isinstance(first, BaseException):
             await self.aclose()
             raise SandboxUnavailable(f"cannot start a sandbox container: {first}") from first
-        self._idle.put_nowait(first)
-
-    def _spawn_later(self, delay_s: float = 0.0) -> None:
-        task = asyncio.create_task(self._spawn(delay_s))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _spawn(self, delay_s: float) -> None:
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        if self._closed:
-            return
-        try:
-            worker = await self._start_container()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._failures += 1
-            logger.error("sandbox_container_start_failed", backend="docker", error=str(exc),
-                         failures=self._failures)
-            if self._failures >= _MAX_START_FAILURES and not self._workers:
-                self._idle.put_nowait(SandboxError(f"Docker sandbox containers fail to start: {exc}"))
-            else:
-                self._spawn_later(min(0.5 * self._failures, 5.0))
-            return
-        self._failures = 0
-        if self._closed:
-            await self._kill(worker)
-            return
-        self._workers.add(worker)
-        self._idle.put_nowait(worker)
-
-    def _run_kwargs(self, sockdir: str) -> dict[str, Any]:
-        from docker.types import LogConfig
-
-        limits = self.limits
-        config = {
-            "limits": {
-                "memory_mb": limits.memory_mb,
-                "cpu_s": limits.cpu_s,
-                "file_size_mb": limits.file_size_mb,
-                "max_output_bytes": limits.max_output_bytes,
-            },
-            "preload": self._preload,
-        }
-        uid, gid = limits.uid, limits.gid
-        memory = f"{limits.container_memory_mb}m"
-        return {
-            "image": limits.image,
-            "command": [limits.python, "-I", "-B", "-c", self._source, "serve",
-                        f"{_MOUNT}/{_SOCKET}", json.dumps(config)],
-            "detach": True,
-            "auto_remove": True,
-            "init": True,
-            "user": f"{uid}:{gid}",
-            "network_mode": "none",
-            "ipc_mode": "none",
-            "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,uid={uid},gid={gid}"},
-            "mem_limit": memory,
-            "memswap_limit": memory,
-            "pids_limit": limits.pids_limit,
-            "nano_cpus": int(limits.cpus * 1e9),
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "environment": dict(_ENV),
-            "volumes": {sockdir: {"bind": _MOUNT, "mode": "ro"}},
-            "labels": {LABEL: "1", OWNER_LABEL: _owner()},
-            "working_dir": "/tmp",
-            "hostname": "sandbox",
-            "log_config": LogConfig(type="none"),
-        }
-
-    async def _start_container(self) -> _Worker:
-        sockdir = tempfile.mkdtemp(dir=self._root)
-        os.chmod(sockdir, 0o755)
-        path = os.path.join(sockdir, _SOCKET)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        container = None
-        try:
-            listener.bind(path)
-            os.chmod(path, 0o777)  # the container's non-root user connects
-            listener.listen(1)
-            listener.setblocking(False)
-            container = await asyncio.to_thread(
-                self._client.containers.run, **self._run_kwargs(sockdir)
-            )
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout(_START_TIMEOUT_S):
-                conn, _ = await loop.sock_accept(listener)
-                reader, writer = await asyncio.open_unix_connection(sock=conn, limit=1 << 20)
-                hello = await _read_frame(reader, 4096)
-            if not isinstance(hello, dict) or not hello.get("hello"):
-                raise SandboxError(f"unexpected hello from the sandbox server: {hello!r}")
-            return _Worker(container=container, sockdir=sockdir, reader=reader, writer=writer)
-        except BaseException:
-            if container is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(container.kill)
-            shutil.rmtree(sockdir, ignore_errors=True)
-            raise
-        finally:
-            listener.close()
-
-    async def _kill(self, worker: _Worker) -> None:
-        """`docker kill` (auto_remove then deletes it) and forget the worker."""
-        import docker.errors
-
-        self._workers.discard(worker)
-        worker.writer.close()
-        try:
-            await asyncio.to_thread(worker.container.kill, signal="SIGKILL")
-        except docker.errors.NotFound:
-            pass  # already gone (its server died and --rm removed it)
-        except docker.errors.APIError as exc:
-            if "is not running" not in str(exc):
-                logger.warning("sandbox_kill_failed", backend="docker", error=str(exc))
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(worker.container.remove, force=True)
-        finally:
-            shutil.rmtree(worker.sockdir, ignore_errors=True)
-
-    def _retire(self, worker: _Worker) -> None:
-        """Kill `worker`'s container and start its replacement, both in the background."""
-        self._workers.discard(worker)
-        task = asyncio.create_task(self._kill(worker))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if not self._closed:
-            self._spawn_later()
+        pool.idle.put_nowait(first)
 
     async def aclose(self) -> None:
         """Kill every container (in-flight runs then report the close); later runs raise."""
-        if self._closed:
+        pool = self._pool
+        if pool.closed:
             return
-        self._closed = True
-        await asyncio.gather(*(self._kill(w) for w in list(self._workers)), return_exceptions=True)
-        while self._tasks:  # spawns in flight kill their own container once they see `_closed`
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        # A spawn that finished during the gather killed its own container (closed flag).
-        while not self._idle.empty():
-            self._idle.get_nowait()
-        if self._client is not None:
+        pool.closed = True
+        await asyncio.gather(*(_kill(pool, w) for w in list(pool.workers)), return_exceptions=True)
+        while pool.tasks:  # spawns in flight kill their own container once they see `closed`
+            await asyncio.gather(*list(pool.tasks), return_exceptions=True)
+        while not pool.idle.empty():
+            pool.idle.get_nowait()
+        if pool.client is not None:
             with contextlib.suppress(Exception):
-                self._client.close()
-        if self._root:
-            shutil.rmtree(self._root, ignore_errors=True)
+                pool.client.close()
+        if pool.root:
+            shutil.rmtree(pool.root, ignore_errors=True)
 
     # --- runs --------------------------------------------------------------------------------
 
     async def _acquire(self) -> _Worker:
+        pool = self._pool
         while True:
-            item = await self._idle.get()
+            item = await pool.idle.get()
             if isinstance(item, BaseException):
-                self._idle.put_nowait(item)  # every waiter sees it
+                pool.idle.put_nowait(item)  # every waiter sees it
                 raise SandboxError(str(item)) from item
-            if item in self._workers:
+            if item in pool.workers:
                 if item.reader.at_eof():  # its server died while idle
-                    self._retire(item)
+                    _retire(pool, item)
                     continue
                 return item
 
@@ -407,11 +462,7 @@ class DockerSandbox:
             stdout, error, timed_out, keep = self._interpret(reply, timeout_s)
             return self._result(stdout, error, timed_out, started)
         finally:
-            worker.uses += 1
-            if keep and worker.uses < self.limits.max_uses and not self._closed:
-                self._idle.put_nowait(worker)
-            elif worker in self._workers:
-                self._retire(worker)
+            _release(self._pool, worker, keep)
 
     @staticmethod
     def _result(stdout: str, error: str | None, timed_out: bool, started: float) -> ExecResult:

@@ -297,6 +297,14 @@ def main() -> None:
 # hello frame, then serve one request at a time. Frames are a 4-byte big-endian length + JSON.
 # Every request runs in a FRESH forked child (rlimits, then replay + run), so no interpreter state
 # survives a run; after it the server kills every process left in the container and empties /tmp.
+# Pre-fork: the server keeps ONE spare child already forked (from the preloaded, frozen server
+# image) that has dropped its fds, reset its signals and set its rlimits, and now blocks on its
+# request pipe; a request is handed to it as raw bytes (the child parses it), and the next spare
+# is forked right after the reply is sent, so the fork (≈ 9 ms with sympy loaded) is off the
+# critical path. The spare is forked only after the cleanup, when no user process is alive, so it
+# never coexists with user code: while a run is in flight the container holds init, the server
+# and that run's child, nothing else. If the spare is gone (it cannot be, short of the OOM killer)
+# a fresh one is forked for the request.
 # The server itself runs no user code. Replies:
 #   {"stdout", "error"}   an ordinary run          {"signal": N, "cpu_s": T}  the child died by N
 #   {"overflow": true}    the reply flooded the cap  {"fatal": msg}  setup of the child failed
@@ -321,22 +329,29 @@ def _recv_exact(sock: Any, size: int) -> bytes:
     return bytes(view)
 
 
-def _child(request: dict[str, Any], limits: dict[str, Any], reply_w: int) -> None:
-    """In the forked child: drop every fd but the reply pipe, limits, run, reply, _exit."""
+def _child_setup(keep: tuple[int, ...]) -> None:
+    """In a forked child: own session, default signals, fds 0-2 on /dev/null, every fd but
+    `keep` closed."""
     import signal
 
+    os.setsid()
+    for name in _IGNORED_IN_SERVER:
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _child_run(request: Any, limits: dict[str, Any], reply_w: int) -> None:
+    """In the forked child, limits already set: replay + run `request`, reply, _exit."""
     try:
-        os.setsid()
-        for name in _IGNORED_IN_SERVER:
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.closerange(3, reply_w)
-        os.closerange(reply_w + 1, 1 << 16)
         field_limit = max(int(limits.get("max_output_bytes", 1_000_000)) // 32, 256)
-        _apply_limits(limits)
         history = [str(snippet) for snippet in request.get("history", [])]
         code = str(request["code"])
     except BaseException as exc:
@@ -354,6 +369,97 @@ def _child(request: dict[str, Any], limits: dict[str, Any], reply_w: int) -> Non
     except BaseException:
         pass
     os._exit(0)
+
+
+def _fatal_reply(exc: BaseException, reply_w: int) -> None:
+    data = (json.dumps({"stdout": "", "error": None,
+                        "fatal": f"sandbox setup failed: {format_error(exc)}"}) + "\n").encode("ascii")
+    try:
+        os.write(reply_w, data)
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def _child(request: dict[str, Any], limits: dict[str, Any], reply_w: int) -> None:
+    """In the forked child: drop every fd but the reply pipe, limits, run, reply, _exit."""
+    try:
+        _child_setup((reply_w,))
+        _apply_limits(limits)
+    except BaseException as exc:
+        _fatal_reply(exc, reply_w)
+    _child_run(request, limits, reply_w)
+
+
+def _spare_child(request_r: int, limits: dict[str, Any], reply_w: int) -> None:
+    """The pre-forked child: set up and set rlimits NOW, then block until the request arrives
+    (raw JSON, up to EOF), then run it. Exits silently when the server goes away first."""
+    try:
+        _child_setup((request_r, reply_w))
+        _apply_limits(limits)
+    except BaseException as exc:
+        _fatal_reply(exc, reply_w)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(request_r, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(request_r)
+        if not chunks:
+            os._exit(0)  # the server exited (or replaced us) without a request
+        request = json.loads(b"".join(chunks))
+        if not isinstance(request, dict):
+            raise ValueError("the request is not an object")
+    except BaseException as exc:
+        _fatal_reply(exc, reply_w)
+    _child_run(request, limits, reply_w)
+
+
+def _fork_spare(limits: dict[str, Any]) -> tuple[int, int, int]:
+    """Fork the next child ahead of its request: (pid, request write end, reply read end)."""
+    request_r, request_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(request_w)
+        os.close(reply_r)
+        _spare_child(request_r, limits, reply_w)
+        os._exit(0)  # not reached
+    os.close(request_r)
+    os.close(reply_w)
+    return pid, request_w, reply_r
+
+
+def _discard_spare(spare: tuple[int, int, int]) -> None:
+    """Kill and reap a spare whose request pipe is already closed (by `_hand_off`)."""
+    import signal
+
+    pid, _, reply_r = spare
+    os.close(reply_r)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _hand_off(spare: tuple[int, int, int], raw: bytes) -> bool:
+    """Write the request to the spare and close the pipe; False when the spare is gone."""
+    _, request_w, _ = spare
+    view = memoryview(raw)
+    try:
+        while view:
+            view = view[os.write(request_w, view) :]
+    except OSError:  # BrokenPipeError: the spare died
+        return False
+    finally:
+        os.close(request_w)
+    return True
 
 
 def _kill_leftovers(me: int) -> bool:
@@ -468,6 +574,7 @@ def _collect(reply_r: int, pid: int, cap: int) -> tuple[bytes, bool, int, Any]:
 
 
 def _serve_one(request: dict[str, Any], limits: dict[str, Any], me: int, cap: int) -> dict[str, Any]:
+    """Fork a fresh child for `request` (no spare), collect it, clean up."""
     reply_r, reply_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -475,6 +582,22 @@ def _serve_one(request: dict[str, Any], limits: dict[str, Any], me: int, cap: in
         _child(request, limits, reply_w)
         os._exit(0)  # not reached
     os.close(reply_w)
+    return _finish(pid, reply_r, me, cap)
+
+
+def _serve_spare(spare: tuple[int, int, int], raw: bytes, limits: dict[str, Any], me: int,
+                 cap: int) -> dict[str, Any]:
+    """Run the raw request in the pre-forked `spare` (a fresh spare if that one is gone)."""
+    if not _hand_off(spare, raw):
+        _discard_spare(spare)
+        spare = _fork_spare(limits)
+        _hand_off(spare, raw)  # if this one died too, _finish reports how
+    pid, _, reply_r = spare
+    return _finish(pid, reply_r, me, cap)
+
+
+def _finish(pid: int, reply_r: int, me: int, cap: int) -> dict[str, Any]:
+    """Collect the child's reply, interpret its exit, kill leftovers and empty /tmp."""
     try:
         data, overflow, status, rusage = _collect(reply_r, pid, cap)
     finally:
@@ -538,14 +661,16 @@ def serve(sock_path: str, config: dict[str, Any]) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(sock_path)
     me = os.getpid()
+    spare = _fork_spare(limits)
     _send_frame(sock, {"hello": True, "pid": me})
     while True:
         try:
             size = int.from_bytes(_recv_exact(sock, _FRAME), "big")
-            request = json.loads(_recv_exact(sock, size))
+            raw = _recv_exact(sock, size)  # parsed by the child, not here
         except EOFError:
             os._exit(0)
-        _send_frame(sock, _serve_one(request, limits, me, cap))
+        _send_frame(sock, _serve_spare(spare, raw, limits, me, cap))
+        spare = _fork_spare(limits)  # while the runtime reads the reply: off the critical path
 
 
 if __name__ == "__main__":

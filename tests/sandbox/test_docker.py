@@ -146,6 +146,34 @@ async def test_max_uses_replaces_the_container(one_box: DockerSandbox) -> None:
 
 
 @needs_docker
+async def test_successor_starts_before_the_container_retires(one_box: DockerSandbox) -> None:
+    (first,) = _container_ids(one_box)
+    for _ in range(one_box.limits.max_uses - 1):  # the last quarter of the budget starts
+        assert await _observe(one_box, "print(1)") == "1"
+    deadline = time.monotonic() + 120
+    while len(_container_ids(one_box)) < 2:  # the successor joins while `first` still serves
+        assert time.monotonic() < deadline, "the successor never came up"
+        await asyncio.sleep(0.05)
+    assert first in _container_ids(one_box)
+    assert await _observe(one_box, "print(5)") == "5"  # the last run of `first` (FIFO)
+    (successor,) = _container_ids(one_box)
+    assert successor != first
+    assert await _observe(one_box, "print(6)") == "6"
+    assert _container_ids(one_box) == {successor}  # no second replacement was started
+
+
+@needs_docker
+async def test_each_run_is_a_fresh_limited_child(one_box: DockerSandbox) -> None:
+    code = ("import os, resource\nprint(os.getpid(), os.getppid(), resource.getrlimit(resource.RLIMIT_AS)[0],"
+            " resource.getrlimit(resource.RLIMIT_CPU)[0])")
+    first = (await _observe(one_box, code)).split()
+    second = (await _observe(one_box, code)).split()
+    assert first[0] != second[0] and first[1] == second[1]  # a new child of the same server
+    limits = one_box.limits
+    assert first[2:] == second[2:] == [str(limits.memory_mb << 20), str(limits.cpu_s)]
+
+
+@needs_docker
 async def test_timeout_kills_and_replaces_the_container(one_box: DockerSandbox) -> None:
     import docker
 
@@ -198,7 +226,7 @@ async def test_startup_sweeps_leftovers_and_clean_removes_them() -> None:
             # Live owners' containers (ours, the session pool's) are kept.
             assert await asyncio.to_thread(clean_containers) == 0
             assert _container_ids(box) <= {c.id for c in await asyncio.to_thread(
-                client.containers.list, filters={"label": LABEL})}
+                client.containers.list, filters={"label": LABEL}, ignore_removed=True)}
         finally:
             await box.aclose()
     finally:
@@ -245,7 +273,7 @@ async def test_aclose_kills_every_container_and_reports_inflight_runs() -> None:
     client = docker.from_env()
     try:
         for _ in range(100):
-            left = [c for c in await asyncio.to_thread(client.containers.list, all=True) if c.id in ids]
+            left = [c for c in await asyncio.to_thread(client.containers.list, all=True, ignore_removed=True) if c.id in ids]
             if not left:
                 break
             await asyncio.sleep(0.1)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,33 @@ def slow_task(references: tuple[str, ...], prediction: str) -> bool:
     if prediction == SLOW:
         time.sleep(600)  # a stand-in for sympy stuck on 2^{2^{2^{100}}}
     return verify_answer(references, prediction)
+
+
+HOG = "<<memory hog>>"
+CRASH = "<<worker crash>>"
+
+
+def hostile_task(references: tuple[str, ...], prediction: str) -> bool:
+    """Worker task standing in for sympy blowing up: it allocates past the worker's memory cap,
+    or the worker dies outright (as when the kernel kills it)."""
+    if prediction == HOG:
+        blob = bytearray(8 * 2**30)  # over the RLIMIT_AS cap: MemoryError, not an OOM-killed host
+        return bool(blob)
+    if prediction == CRASH:
+        os._exit(1)
+    return verify_answer(references, prediction)
+
+
+def test_memory_cap_and_dead_workers_are_contained() -> None:
+    with Grader(max_workers=1, task=hostile_task, memory_limit_bytes=1 << 30) as g:
+        assert g.is_equiv("x^2", HOG, timeout_s=30) is False
+        assert g.is_equiv("x^2", "x^{2}", timeout_s=30) is True  # same pool, still serving
+        started = g.pools_started
+        assert g.is_equiv("y^2", CRASH, timeout_s=30) is False
+        assert g.is_equiv("y^2", "y^{2}", timeout_s=30) is True  # a fresh pool took over
+        # the crashing comparison is retried once (a bystander of another's crash deserves it),
+        # so it costs two pools, and the next comparison runs in the third
+        assert g.pools_started == started + 2
 
 
 @pytest.fixture(scope="module")

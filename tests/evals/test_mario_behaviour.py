@@ -169,3 +169,19 @@ def test_paper_faithful_grader_default() -> None:
         assert g.is_equiv("\\sqrt2", "1.41") is True
         assert g.is_equiv("\\sqrt2", "1.41", paper_faithful=False) is False
         assert g.grade_many([("3", "3.0005"), ("3", "3.01")]) == [True, False]
+
+
+# --- MARIO's last resort: numeric agreement at test points --------------------------------------
+def test_random_points_fallback() -> None:
+    import sympy as sp
+
+    from evals.equivalence import random_points_equal
+
+    x, y = sp.symbols("x y")
+    assert random_points_equal(sp.sin(x) ** 2 + sp.cos(x) ** 2 + x, 1 + x)  # an identity
+    assert random_points_equal((x + 1) ** 3, x**3 + 3 * x**2 + 3 * x + 1)
+    assert not random_points_equal(x - y, y - x)  # symbols get different values
+    assert not random_points_equal(x + 1, x + 1.001)  # default: an identity, not an approximation
+    assert random_points_equal(x + 1, x + 1.0001, paper_faithful=True)  # MARIO: |diff| < 1e-3
+    assert not random_points_equal(x, y)  # different free symbols: not compared
+    assert not random_points_equal(sp.Integer(2), sp.Integer(2))  # no symbols: not this rule

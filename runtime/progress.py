@@ -24,7 +24,7 @@ class RunProgress:
         self.done = done
         self.correct = correct
         self._new = 0
-        self._first_row_at: float | None = None
+        self._solving_since: float | None = None
         self._progress = Progress(
             TextColumn("[bold]solving"),
             BarColumn(),
@@ -47,12 +47,14 @@ class RunProgress:
         self.done += 1
         self._new += 1
         self.correct += bool(row.get("correct"))
-        # Rate since the first finished problem, so model loading does not count against it.
+        # Rate since solving began — the first finished problem's end minus its own wall time —
+        # so that model loading does not count against it.
         now = time.monotonic()
-        if self._first_row_at is None:
-            self._first_row_at = now
-        elapsed = now - self._first_row_at
-        rate = f"{(self._new - 1) / elapsed:.2f}" if elapsed > 0 else "-"
+        if self._solving_since is None:
+            wall = (row.get("stats") or {}).get("wall_s") or 0.0
+            self._solving_since = now - float(wall)
+        elapsed = now - self._solving_since
+        rate = f"{self._new / elapsed:.2f}" if elapsed > 0 else "-"
         self._progress.update(self._task, completed=self.done, acc=self._acc(), rate=rate)
 
     def __enter__(self) -> RunProgress:

@@ -219,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       f"in {plan.output}; run the same command again to resume")
         return EXIT_INTERRUPTED
     console.print(f"finished {summary.finished} problems this run ({summary.errors} errors) "
-                  f"in {summary.wall_s:.1f} s")
+                  f"in {summary.wall_s:.1f} s: {summary.describe()}")
     Console(emoji=False).print(render_score(score_results(plan.output)))
     return 0
 

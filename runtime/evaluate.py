@@ -126,5 +126,5 @@ async def _evaluate(config: EvalConfig, strategy: Strategy, done_ids: set[str], 
             finally:
                 await writer.aclose()
     log.info("run_end", finished=summary.finished, correct=summary.correct, errors=summary.errors,
-             wall_s=round(summary.wall_s, 3))
+             wall_s=round(summary.wall_s, 3), **summary.totals)
     return summary

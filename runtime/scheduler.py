@@ -12,7 +12,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -34,6 +34,10 @@ Grade = Callable[[tuple[str, ...], str | None], Awaitable[bool]]
 ToRow = Callable[[Problem, Any, bool], dict[str, Any]]
 
 
+_TOTALS = ("generated_tokens", "engine_calls", "value_calls", "code_runs", "code_timeouts",
+           "generate_wait_s", "sandbox_wait_s")
+
+
 @dataclass
 class RunSummary:
     finished: int = 0
@@ -41,6 +45,18 @@ class RunSummary:
     errors: int = 0
     skipped: int = 0
     wall_s: float = 0.0
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_TOTALS, 0.0))
+
+    def add_stats(self, stats: dict[str, Any] | None) -> None:
+        for key in _TOTALS:
+            self.totals[key] += float((stats or {}).get(key) or 0.0)
+
+    def describe(self) -> str:
+        t = self.totals
+        return (f"{int(t['generated_tokens'])} tokens in {int(t['engine_calls'])} generate + "
+                f"{int(t['value_calls'])} value requests; {int(t['code_runs'])} code runs "
+                f"({int(t['code_timeouts'])} timed out); waited {t['generate_wait_s']:.1f} s on "
+                f"generation and {t['sandbox_wait_s']:.1f} s on the sandbox (summed over problems)")
 
 
 def error_row(problem: Problem, exc: BaseException, config_hash: str, strategy: str,
@@ -90,6 +106,7 @@ async def run_problems(
                 row = error_row(problem, exc, config_hash, strategy_name, time.monotonic() - t0)
                 summary.errors += 1
             await writer.write(row)
+            summary.add_stats(row.get("stats"))
             summary.finished += 1
             summary.correct += bool(row.get("correct"))
             if on_row is not None:

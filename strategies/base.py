@@ -32,6 +32,10 @@ class SolveStats:
     generated_tokens: int = 0
     code_runs: int = 0
     code_timeouts: int = 0
+    # Time this problem spent awaiting generations and code runs (they overlap across siblings,
+    # so these are sums of waits, not shares of wall time).
+    generate_wait_s: float = 0.0
+    sandbox_wait_s: float = 0.0
     n_solutions: int = 0
     started: float = field(default_factory=time.monotonic)
     wall_s: float = 0.0

@@ -7,6 +7,7 @@ terminal sentinels) is identical across greedy, beam search and MCTS.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from runtime.engine import Completion, SamplingParams
 from runtime.react import (
@@ -48,7 +49,9 @@ async def _observe(step: ParsedStep, history: list[str], ctx: SolveContext,
         return NO_ACTION_OBSERVATION
     assert step.code is not None
     stats.code_runs += 1
+    started = time.monotonic()
     result = await ctx.sandbox.run(step.code, history=history, timeout_s=ctx.sandbox_config.timeout_s)
+    stats.sandbox_wait_s += time.monotonic() - started
     stats.code_timeouts += result.timed_out
     return result.observation
 
@@ -78,9 +81,11 @@ async def expand(tree: Tree, node: Node, question: str, fmt: ReactFormat, ctx: S
     The children's code runs concurrently; children are attached in sample order so that a tree
     is the same whatever order the sandbox finishes in.
     """
+    started = time.monotonic()
     try:
         completions = await ctx.engine.generate(build_prompt(tree, node, fmt, question),
                                                 sampling_params(ctx, fmt, n))
+        stats.generate_wait_s += time.monotonic() - started
     except PromptTooLongError:
         # The path outgrew the context: a dead end worth −1, as the original treats it.
         node.terminal = True

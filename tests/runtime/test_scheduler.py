@@ -114,3 +114,21 @@ async def test_cancellation_keeps_every_finished_row(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sorted(r["id"] for r in _rows(tmp_path)) == ["p0", "p1"]
+
+
+async def test_summary_totals_the_per_problem_stats(tmp_path: Path) -> None:
+    stats = {"generated_tokens": 10, "engine_calls": 2, "code_runs": 1, "sandbox_wait_s": 0.5}
+
+    async def solve(problem: Problem):
+        return SimpleNamespace(prediction=None)
+
+    def to_row(problem: Problem, result: Any, correct: bool) -> dict[str, Any]:
+        return {"id": problem.id, "correct": correct, "stats": stats, "error": None}
+
+    writer = ResultsWriter(tmp_path / "r.jsonl")
+    summary = await run_problems(_problems(3), solve=solve, grade=_grade, to_row=to_row, writer=writer,
+                                 skip_ids=set(), concurrency=2, config_hash="h", strategy_name="t")
+    await writer.aclose()
+    assert summary.totals["generated_tokens"] == 30 and summary.totals["code_runs"] == 3
+    assert summary.totals["sandbox_wait_s"] == 1.5 and summary.totals["value_calls"] == 0
+    assert "30 tokens in 6 generate" in summary.describe()

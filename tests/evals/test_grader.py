@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from tests.loop_ticker import LoopTicker
 from evals import Grader, is_equiv
 from evals.grader import verify_answer
 
@@ -186,23 +187,12 @@ def test_grade_many_keeps_order(grader: Grader) -> None:
 
 
 async def test_ais_equiv_does_not_block_the_loop(grader: Grader) -> None:
-    ticks = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
     # Uncached keys (a unique suffix), so every call goes to the pool.
     preds = [f"{k}/{2 * k} + 0*{k}" for k in range(1, 21)]
-    verdicts = await asyncio.gather(*(grader.ais_equiv("1/2", p) for p in preds))
-    stop.set()
-    await task
+    async with LoopTicker() as ticker:
+        verdicts = await asyncio.gather(*(grader.ais_equiv("1/2", p) for p in preds))
     assert verdicts == [True] * 20
-    assert ticks > 20  # the loop ran other tasks while the workers compared
+    assert ticker.ticks > 20  # the loop ran other tasks while the workers compared
 
 
 def test_cache_hit_skips_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from runtime.engine import Engine, SamplingParams
 from runtime.engines.hf import HFEngine
 from runtime.engines.value_head import load_value_head, save_value_head
 from runtime.errors import EngineError, NoValueHeadError
+from tests.loop_ticker import LoopTicker
 
 Q1 = "<question> Tom has 12 apples and buys 7 more. How many apples does Tom have? </question>\n"
 Q2 = "<question> Mia had 50 cards and lost 8 of them. How many cards remain? </question>\n"
@@ -214,20 +215,9 @@ async def test_load_failure_is_one_line_engine_error(tmp_path: Path) -> None:
 
 async def test_event_loop_keeps_running_during_generate(tiny_model_dir: Path) -> None:
     async with await _load(tiny_model_dir) as engine:
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.001)
-
-        t = asyncio.ensure_future(ticker())
-        await engine.generate(Q1, SamplingParams(temperature=1.0, n=8, max_tokens=200, seed=0))
-        stop.set()
-        await t
-        assert ticks >= 20
+        async with LoopTicker(0.001) as ticker:
+            await engine.generate(Q1, SamplingParams(temperature=1.0, n=8, max_tokens=200, seed=0))
+        assert ticker.ticks >= 20
 
 
 async def test_cancel_one_caller_and_aclose_fail_cleanly(tiny_model_dir: Path) -> None:

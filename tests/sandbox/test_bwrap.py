@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.loop_ticker import LoopTicker
 from sandbox import (
     BwrapSandbox,
     ExecResult,
@@ -238,26 +239,16 @@ async def test_crash_is_an_observation(box: BwrapSandbox) -> None:
 @needs_bwrap
 async def test_concurrent_runs_do_not_block_the_loop() -> None:
     box = BwrapSandbox(SandboxLimits(max_concurrency=10))
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    tick_task = asyncio.create_task(ticker())
     try:
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(box.run("import time; time.sleep(1)\nprint('ok')", timeout_s=20) for _ in range(10))
-        )
-        elapsed = time.monotonic() - started
+        async with LoopTicker(0.01) as ticker:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(box.run("import time; time.sleep(1)\nprint('ok')", timeout_s=20) for _ in range(10))
+            )
+            elapsed = time.monotonic() - started
     finally:
-        done.set()
-        await tick_task
         await box.aclose()
+    ticks = ticker.ticks
     assert [r.observation for r in results] == ["ok"] * 10
     assert elapsed < 5, elapsed
     assert ticks >= 30, ticks  # ~100 expected in >= 1 s; a blocked loop would give ~1

@@ -15,6 +15,7 @@ import sandbox
 from sandbox import DockerSandbox, SandboxLimits, SandboxUnavailable, clean_containers, open_sandbox
 from sandbox.docker import LABEL, OWNER_LABEL
 from sandbox.image import IMAGE
+from tests.loop_ticker import LoopTicker
 from tests.sandbox.conftest import TEST_LIMITS, needs_docker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -235,24 +236,12 @@ async def test_startup_sweeps_leftovers_and_clean_removes_them() -> None:
 
 @needs_docker
 async def test_concurrent_runs_do_not_block_the_loop(docker_box: DockerSandbox) -> None:
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    tick_task = asyncio.create_task(ticker())
-    try:
+    async with LoopTicker(0.01) as ticker:
         started = time.monotonic()
         results = await asyncio.gather(
             *(docker_box.run("import time; time.sleep(0.5)\nprint('ok')", timeout_s=20) for _ in range(8)))
         elapsed = time.monotonic() - started
-    finally:
-        done.set()
-        await tick_task
+    ticks = ticker.ticks
     assert [r.observation for r in results] == ["ok"] * 8
     assert elapsed < 5, elapsed  # 4 rounds of 0.5 s through a pool of 2
     assert ticks >= 50, ticks

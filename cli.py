@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            enabled=not args.no_progress, console=console)
     try:
         with progress:
-            summary = asyncio.run(evaluate(config, strategy, on_row=progress.update))
+            summary = asyncio.run(evaluate(config, strategy, on_row=progress.update, plan=plan))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: {progress.done} of {plan.total} problems are saved "
                       f"in {plan.output}; run the same command again to resume")
@@ -348,7 +348,8 @@ def cmd_round(args: argparse.Namespace) -> int:
         progress = RunProgress(total=plan.total, done=plan.already_done, correct=plan.already_correct,
                                enabled=not args.no_progress, console=console)
         with progress:
-            asyncio.run(evaluate(config, make_strategy(config.strategy), on_row=progress.update))
+            asyncio.run(evaluate(config, make_strategy(config.strategy), on_row=progress.update,
+                                  plan=plan))
 
     extra = {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr}
     plan = RoundPlan(model=args.model, run_dir=args.run_dir, train_dataset=args.dataset,

@@ -20,7 +20,7 @@ from runtime.config import EvalConfig, default_sandbox_concurrency
 from runtime.engines import open_engine
 from runtime.errors import ConfigError
 from runtime.problem import Problem
-from runtime.results import ResultsWriter, scan_results
+from runtime.results import ExistingResults, ResultsWriter, scan_results
 from runtime.scheduler import RunSummary, run_problems
 from sandbox import SandboxLimits, open_sandbox
 from strategies.base import SearchResult, SolveContext, Strategy
@@ -63,8 +63,15 @@ class Plan:
 
     output: Path
     total: int
-    already_done: int
-    already_correct: int
+    existing: ExistingResults  # what an earlier run left (its torn last line already cut off)
+
+    @property
+    def already_done(self) -> int:
+        return len(self.existing.done_ids)
+
+    @property
+    def already_correct(self) -> int:
+        return self.existing.correct
 
 
 def plan_run(config: EvalConfig) -> Plan:
@@ -72,17 +79,18 @@ def plan_run(config: EvalConfig) -> Plan:
         raise ConfigError("no --output given")
     total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
                           fields=config.run.field_map())
-    existing = scan_results(config.run.output, config.results_hash())
-    return Plan(output=config.run.output, total=total, already_done=len(existing.done_ids),
-                already_correct=existing.correct)
+    return Plan(output=config.run.output, total=total,
+                existing=scan_results(config.run.output, config.results_hash()))
 
 
 async def evaluate(config: EvalConfig, strategy: Strategy, *,
-                   on_row: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
-    """Run the whole evaluation; resumes from `config.run.output` if it exists."""
+                   on_row: Callable[[dict[str, Any]], None] | None = None,
+                   plan: Plan | None = None) -> RunSummary:
+    """Run the whole evaluation; resumes from `config.run.output` if it exists. A `plan` from
+    `plan_run(config)` saves reading the results file a second time."""
     assert config.run.output is not None
     config_hash = config.results_hash()
-    existing = scan_results(config.run.output, config_hash)
+    existing = plan.existing if plan is not None else scan_results(config.run.output, config_hash)
     log.info("run_start", output=str(config.run.output), resumed=len(existing.done_ids),
              config_hash=config_hash, config=config.model_dump(mode="json"))
 

@@ -13,15 +13,9 @@ from runtime.engine import Engine, SamplingParams
 from runtime.engines.hf import HFEngine
 from runtime.engines.value_head import load_value_head, save_value_head
 from runtime.errors import EngineError, NoValueHeadError
+from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3
 from tests.loop_ticker import LoopTicker
 
-Q1 = "<question> Tom has 12 apples and buys 7 more. How many apples does Tom have? </question>\n"
-Q2 = "<question> Mia had 50 cards and lost 8 of them. How many cards remain? </question>\n"
-CODE_STEP = (
-    "<step>\n<p>\nCompute what is left.\n</p>\n<code>\n```python\nprint(50 - 8)\n```\n</code>\n"
-    "<output>\n42\n</output>\n</step>\n"
-)
-Q3 = "<question> Zoe buys 4 boxes with 9 shells in each box. How many shells does Zoe buy? </question>\n"
 STOPS = ("</code>", "</step>")
 
 

@@ -34,6 +34,7 @@ except Exception as exc:  # ImportError, or a broken install (e.g. torchvision::
     pytest.skip(msg, allow_module_level=True)
 
 from runtime.engines.vllm import VLLMEngine, export_value_checkpoint, policy_view  # noqa: E402
+from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -43,13 +44,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
-Q1 = "<question> Tom has 12 apples and buys 7 more. How many apples does Tom have? </question>\n"
-Q2 = "<question> Mia had 50 cards and lost 8 of them. How many cards remain? </question>\n"
-CODE_STEP = (
-    "<step>\n<p>\nCompute what is left.\n</p>\n<code>\n```python\nprint(50 - 8)\n```\n</code>\n"
-    "<output>\n42\n</output>\n</step>\n"
-)
-Q3 = "<question> Zoe buys 4 boxes with 9 shells in each box. How many shells does Zoe buy? </question>\n"
 MAX_LEN = 512
 
 

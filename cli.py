@@ -1,7 +1,7 @@
 """alphamath command line: parse, build objects from one validated config, call the packages.
 
     alphamath eval   --dataset gsm8k --strategy greedy --model PATH --output runs/x/results.jsonl
-    alphamath score  runs/x/results.jsonl [--regrade]
+    alphamath score  runs/x/results.jsonl [--regrade] [--against runs/y/results.jsonl]
     alphamath solve  "What is 2+3?" --model PATH
     alphamath tiny-model OUT_DIR      (the local smoke-test model; no download)
 
@@ -47,6 +47,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "docker"],
                    help="where code actions run (default: auto)")
+    p.add_argument("--sandbox-reuse", action="store_true", default=None,
+                   help="reuse each warm sandbox process across code runs (state reset in between): "
+                        "10-40x faster, weaker isolation between runs (= --set sandbox.reuse_process=true)")
+    p.add_argument("--sandbox-pool", type=int, metavar="N",
+                   help="warm sandboxes in the pool (docker; bwrap with reuse); default 2 x CPUs")
+    p.add_argument("--sandbox-max-uses", type=int, metavar="N",
+                   help="runs per warm sandbox before it is replaced (default 100; 10,000 with "
+                        "--sandbox-reuse)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config field, e.g. --set strategy.max_tokens=256 (repeatable)")
     p.add_argument("--log-file", type=Path, help="JSON log file (default: next to the results)")
@@ -74,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="accuracy, time per question, steps, #solutions of a results file")
     sc.add_argument("results", type=Path)
     sc.add_argument("--regrade", action="store_true", help="re-grade predictions instead of trusting `correct`")
+    sc.add_argument("--against", type=Path, metavar="BASELINE.jsonl",
+                    help="also print the accuracy gain over BASELINE on the problems both hold, "
+                         "with a paired-bootstrap 95%% interval")
 
     of = sub.add_parser("offline", help="choose answers again from saved trees, without a model",
                         description="Offline inference (ALPHAMATH.md §3): prune subtrees without a "
@@ -166,7 +177,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             "concurrency": args.concurrency} if args.command == "eval" else None)
     config = compose_config(args.strategy, engine={"model": args.model, "kind": args.engine,
                                                    "device": args.device},
-                            sandbox={"backend": args.sandbox}, run=run, overrides=args.overrides)
+                            sandbox={"backend": args.sandbox, "reuse_process": args.sandbox_reuse,
+                                     "pool_size": args.sandbox_pool, "max_uses": args.sandbox_max_uses},
+                            run=run, overrides=args.overrides)
     if config.engine.model is None:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID "
                           "(`alphamath tiny-model DIR` builds a local smoke-test model)")
@@ -229,9 +242,15 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from evals.report import render_score, score_results
 
-    if not args.results.exists():
-        raise AlphaMathError(f"no such results file: {args.results}")
-    Console(emoji=False).print(render_score(score_results(args.results, regrade=args.regrade)))
+    for path in (args.results, args.against):
+        if path is not None and not path.exists():
+            raise AlphaMathError(f"no such results file: {path}")
+    console = Console(emoji=False)
+    console.print(render_score(score_results(args.results, regrade=args.regrade)))
+    if args.against is not None:
+        from evals.report import compare_results
+
+        console.print(compare_results(args.results, args.against), soft_wrap=True, markup=False)
     return 0
 
 
@@ -391,11 +410,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             PermissionError, IsADirectoryError)
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt: the Ctrl-C path
+
+
 def main(argv: list[str] | None = None) -> int:
     # A shell starts background jobs with SIGINT ignored, and asyncio only turns Ctrl-C into a
     # clean cancellation when Python's own handler is installed: make Ctrl-C/`kill -INT` mean
     # "stop and keep what finished" however we were started.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # `kill` (SIGTERM) too: its default would end us without unwinding, and vLLM's engine-core
+    # child processes (GiBs of KV cache each) would outlive us as orphans.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

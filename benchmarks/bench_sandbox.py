@@ -1,11 +1,13 @@
 """Sandbox throughput: executions/s and p50/p99 latency with 8 concurrent callers.
 
-    .venv/bin/python benchmarks/bench_sandbox.py [--callers 8] [--seconds 5] [--backends docker,bwrap,unsandboxed]
-        [--pool-size N] [--max-uses N]
+    .venv/bin/python benchmarks/bench_sandbox.py [--callers 8] [--seconds 5] [--pool-size N] [--max-uses N]
+        [--backends docker,docker-reuse,bwrap,bwrap-pool,bwrap-reuse,unsandboxed]
 
 Workloads: a trivial snippet, a sympy `solve`, and a step that replays 3 earlier code blocks.
-Backends: the Docker warm pool, bubblewrap (a fresh sandbox per run), and an UNSANDBOXED
-executor that forks a fresh process pool per batch of `callers` runs, the way AlphaMath does.
+Backends: the Docker warm pool (a fresh forked child per run, or `-reuse`: the server's process
+reused, `SandboxLimits.reuse_process`), bubblewrap (a fresh sandbox per run), the bubblewrap
+pool (`bwrap_pool`; fresh child per run, or `-reuse`), and an UNSANDBOXED executor that forks a
+fresh process pool per batch of `callers` runs, the way AlphaMath does.
 Each cell runs for about `--seconds` (after a warm-up) and reports a markdown row.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 import time
@@ -35,6 +38,14 @@ WORKLOADS: dict[str, tuple[list[str], str]] = {
     ),
 }
 Runner = Callable[[list[str], str], Awaitable[float]]
+BACKENDS: dict[str, tuple[type[DockerSandbox] | type[BwrapSandbox], dict[str, bool]]] = {
+    "docker": (DockerSandbox, {}),
+    "docker-reuse": (DockerSandbox, {"reuse_process": True}),
+    "bwrap": (BwrapSandbox, {}),
+    "bwrap-pool": (BwrapSandbox, {"bwrap_pool": True}),
+    "bwrap-reuse": (BwrapSandbox, {"reuse_process": True}),
+    "unsandboxed": (BwrapSandbox, {}),  # no sandbox object: see unsandboxed_submitter
+}
 
 
 def _unsandboxed_call(history: list[str], code: str) -> tuple[str, str | None]:
@@ -93,7 +104,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--backends", default="docker,bwrap,unsandboxed")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--pool-size", type=int, default=None, help="default: SandboxLimits'")
     parser.add_argument("--max-uses", type=int, default=None, help="default: SandboxLimits'")
     args = parser.parse_args()
@@ -104,17 +115,18 @@ async def main() -> None:
     print("| backend | workload | exec/s | p50 ms | p99 ms | runs |")
     print("|---|---|---:|---:|---:|---:|")
     for backend in args.backends.split(","):
+        if backend not in BACKENDS:
+            parser.error(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
         box: DockerSandbox | BwrapSandbox | None = None
-        if backend == "docker":
-            box = DockerSandbox(limits)
-            await box.start()
-            await asyncio.sleep(3)  # let the whole pool come up
-            submit = sandbox_submitter(box, args.callers, 20)
-        elif backend == "bwrap":
-            box = BwrapSandbox(limits)
-            submit = sandbox_submitter(box, args.callers, 1)
-        else:
+        if backend == "unsandboxed":
             submit = unsandboxed_submitter()
+        else:
+            kind, options = BACKENDS[backend]
+            box = kind(dataclasses.replace(limits, **options))
+            await box.start()
+            if backend != "bwrap":
+                await asyncio.sleep(3)  # let the whole pool come up
+            submit = sandbox_submitter(box, args.callers, 1 if backend == "bwrap" else 20)
         try:
             for name, (history, code) in WORKLOADS.items():
                 rate, p50, p99, n = await measure(submit, history, code, args.callers, args.seconds)

@@ -28,7 +28,7 @@ from runtime.problem import Problem
 __all__ = ["BUILTIN_DATASETS", "FieldMap", "count_dataset", "load_dataset", "parse_shard"]
 
 #: Names accepted by `load_dataset` besides a path to a .json / .jsonl file.
-BUILTIN_DATASETS: tuple[str, ...] = ("gsm8k", "math", "math500", "synth-arith")
+BUILTIN_DATASETS: tuple[str, ...] = ("gsm8k", "math", "math500", "synth-arith", "synth-arith-hard")
 
 _MATH_FILE = "math_testset_annotation.json"
 _MATH500_FILE = "math500_unique_id_to_mario_eval_index.json"
@@ -127,7 +127,7 @@ def _open_source(spec: str, fields: FieldMap) -> Iterator[Problem]:
         return _iter_math500()
     if spec == "gsm8k":
         return _iter_gsm8k()
-    if spec == "synth-arith" or spec.startswith("synth-arith:"):
+    if spec.split(":")[0] in ("synth-arith", "synth-arith-hard"):
         return _synth_arith(spec)
     path = Path(spec)
     if path.is_file():
@@ -144,19 +144,20 @@ def _open_source(spec: str, fields: FieldMap) -> Iterator[Problem]:
 
 
 def _synth_arith(spec: str) -> Iterator[Problem]:
-    """`synth-arith[:split[:n[:seed]]]`, defaults test, 1000, 0: generated, nothing on disk."""
+    """`synth-arith[-hard][:split[:n[:seed]]]`, defaults test, 1000, 0: generated, nothing on disk."""
     from evals.synthetic import synth_arith_problems
 
-    parts = spec.split(":")[1:]
+    level, *parts = spec.split(":")
+    usage = f"expected {level}[:train|test[:N[:SEED]]]"
     split = parts[0] if parts else "test"
     try:
         n = int(parts[1]) if len(parts) > 1 else 1000
         seed = int(parts[2]) if len(parts) > 2 else 0
     except ValueError:
-        raise DatasetError(spec, None, None, "expected synth-arith[:train|test[:N[:SEED]]]") from None
+        raise DatasetError(spec, None, None, usage) from None
     if split not in ("train", "test") or n < 1 or len(parts) > 3:
-        raise DatasetError(spec, None, None, "expected synth-arith[:train|test[:N[:SEED]]]")
-    return synth_arith_problems(split, n, seed)
+        raise DatasetError(spec, None, None, usage)
+    return synth_arith_problems(split, n, seed, level=level)
 
 
 # --- bundled data ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from rich.table import Table
 from evals.errors import ScoreError
 from evals.grader import Grader
 
-__all__ = ["Score", "render_score", "score_results"]
+__all__ = ["Score", "compare_results", "correct_by_id", "render_score", "score_results"]
 
 log = structlog.get_logger(__name__)
 
@@ -189,3 +189,24 @@ def _mean(path: Path, rows: list[tuple[int, dict[str, Any]]], key: str) -> float
             raise ScoreError(f"{path}:{line}: field 'stats.{key}': expected a number")
         values.append(float(value))
     return sum(values) / len(values) if values else None
+
+
+def correct_by_id(path: Path) -> dict[str, bool]:
+    """{problem id: correct} of a results file (an error row counts as wrong)."""
+    return {row["id"]: _stored_correct(path, line, row, regrade=False)
+            for item in read_rows(Path(path)) if item is not None for line, row in [item]}
+
+
+def compare_results(path: Path, baseline: Path) -> str:
+    """One line: the accuracy of `path` minus `baseline` on the problems both hold, with a
+    paired-bootstrap 95 % interval (evals/stats.py)."""
+    from evals.stats import paired_bootstrap
+
+    ours, base = correct_by_id(path), correct_by_id(baseline)
+    common = sorted(ours.keys() & base.keys())
+    if not common:
+        raise ScoreError(f"{path} and {baseline} share no problem id: nothing to compare")
+    ci = paired_bootstrap([base[i] for i in common], [ours[i] for i in common])
+    verdict = "better" if ci.low > 0 else "worse" if ci.high < 0 else "no clear difference"
+    return (f"vs {baseline}: {100 * ci.diff:+.1f} points on {len(common)} shared problems "
+            f"(95% CI [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}], paired bootstrap): {verdict}")

@@ -3,7 +3,8 @@
     for p in synth_arith_problems("test", 500, seed=0): ...
     steps = synth_arith_solution(problem)          # react_sft step texts, outputs included
 
-A problem is a start amount followed by 2–4 operations in GSM8K-like wording (docs/MINI.md):
+A problem is a start amount followed by 2–4 operations (`synth-arith`; 3–6 for `synth-arith-hard`,
+the level at which docs/MINI.md found search to matter) in GSM8K-like wording (docs/MINI.md):
 buying more (+), giving away (−), buying k bags of m (+ k·m), giving k friends m each (− k·m),
 doubling / tripling (×), and sharing equally keeping one share (exact ÷). Half the problems carry
 a distractor sentence. Every intermediate amount is a positive integer below 10,000, so the
@@ -31,10 +32,13 @@ from typing import Any
 
 from runtime.problem import Problem
 
-__all__ = ["SPLITS", "synth_arith_problems", "synth_arith_sft_rows", "synth_arith_solution"]
+__all__ = ["LEVELS", "SPLITS", "synth_arith_problems", "synth_arith_sft_rows", "synth_arith_solution"]
 
 SPLITS = ("train", "test")
 SOURCE = "synth-arith"
+# Dataset name -> (fewest, most) operations per problem. With 2–4 a few-million-parameter model
+# saturates (docs/MINI.md: 97 % greedy); errors must pile up over longer chains for search to pay.
+LEVELS = {"synth-arith": (2, 4), "synth-arith-hard": (3, 6)}
 _MAX = 10_000
 _TEST_BUCKETS = 1  # of 5
 
@@ -122,12 +126,12 @@ def _pick_op(rng: random.Random, x: int) -> tuple[str, tuple[int, ...]]:
             return op, args
 
 
-def _make(rng: random.Random) -> tuple[str, int, list[tuple[str, tuple[int, ...]]], int]:
+def _make(rng: random.Random, ops_range: tuple[int, int]) -> tuple[str, int, list[tuple[str, tuple[int, ...]]], int]:
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     start = rng.randint(5, 120)
     x = start
     ops: list[tuple[str, tuple[int, ...]]] = []
-    for _ in range(rng.randint(2, 4)):
+    for _ in range(rng.randint(*ops_range)):
         op, args = _pick_op(rng, x)
         ops.append((op, args))
         x = _apply(x, op, args)
@@ -141,24 +145,27 @@ def _make(rng: random.Random) -> tuple[str, int, list[tuple[str, tuple[int, ...]
     return " ".join(sentences), start, ops, x
 
 
-def synth_arith_problems(split: str, n: int, seed: int) -> Iterator[Problem]:
-    """`n` distinct problems of `split` ("train" or "test"), the same for the same seed."""
+def synth_arith_problems(split: str, n: int, seed: int, *, level: str = SOURCE) -> Iterator[Problem]:
+    """`n` distinct problems of `split` ("train" or "test"), the same for the same seed and
+    `level` (a key of LEVELS; the default draws exactly what it always did)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown synth-arith level {level!r}; known: {', '.join(LEVELS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown synth-arith split {split!r}; known: {', '.join(SPLITS)}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(f"{SOURCE}:{split}:{seed}")
+    rng = random.Random(f"{level}:{split}:{seed}")
     seen: set[str] = set()
     i = 0
     while i < n:
-        question, start, ops, answer = _make(rng)
+        question, start, ops, answer = _make(rng, LEVELS[level])
         if question in seen or _split_of(question) != split:
             continue
         seen.add(question)
         meta: dict[str, Any] = {"split": split, "seed": seed, "start": start,
                                 "ops": [[op, *args] for op, args in ops]}
-        yield Problem(id=f"{SOURCE}-{split}-{seed}-{i}", question=question, answer=(str(answer),),
-                      source=SOURCE, meta=meta)
+        yield Problem(id=f"{level}-{split}-{seed}-{i}", question=question, answer=(str(answer),),
+                      source=level, meta=meta)
         i += 1
 
 
@@ -211,14 +218,14 @@ def synth_arith_solution(problem: Problem, *, rng: random.Random | None = None) 
     return steps
 
 
-def synth_arith_sft_rows(split: str, n: int, seed: int) -> Iterator[Any]:
+def synth_arith_sft_rows(split: str, n: int, seed: int, *, level: str = SOURCE) -> Iterator[Any]:
     """Warm-start SFT rows (`training.data.TrainingRow`, correct, every q = 1.0)."""
     from runtime.react import get_format
     from training.data import TrainingRow, TrainingStep
 
     fmt = get_format("react_sft")
     rng = random.Random(f"{SOURCE}-sft:{split}:{seed}")
-    for problem in synth_arith_problems(split, n, seed):
+    for problem in synth_arith_problems(split, n, seed, level=level):
         steps = synth_arith_solution(problem, rng=rng)
         yield TrainingRow(fmt.build_prompt(problem.question, []),
                           tuple(TrainingStep(s, 1.0) for s in steps), True, problem.id)

@@ -87,9 +87,15 @@ class SandboxConfig(_Section):
     cpu_s: int = Field(20, ge=1)
     tmpfs_mb: int = Field(64, ge=1)
     max_concurrency: int | None = Field(None, ge=1, description="sandbox processes at once; default 2 × CPUs")
+    # Pools (Docker always; bwrap with bwrap_pool or reuse_process).
+    reuse_process: bool = Field(False, description="run requests in the warm server's process, state "
+                                "reset in between (10-40x faster; weaker isolation between runs)")
+    bwrap_pool: bool = Field(False, description="bwrap: warm servers instead of one sandbox per run")
+    pool_size: int | None = Field(None, ge=1, description="warm sandboxes; default 2 × CPUs")
+    max_uses: int | None = Field(None, ge=1, description="runs per sandbox before it is replaced; "
+                                 "default 100, or 10,000 with reuse_process (a replacement re-imports "
+                                 "sympy: ~1 CPU-s, which at 100 would cost more than the runs)")
     # Docker backend only.
-    pool_size: int | None = Field(None, ge=1, description="warm containers; default 2 × CPUs")
-    max_uses: int = Field(100, ge=1, description="runs per container before it is replaced")
     container_memory_mb: int = Field(1536, ge=128, description="cgroup memory (= memory+swap) per container")
     pids_limit: int = Field(128, ge=8)
     cpus: float = Field(1.0, ge=0.01, description="CPU quota per container")

@@ -28,13 +28,19 @@ from strategies.base import SearchResult, SolveContext, Strategy
 log = structlog.get_logger(__name__)
 
 
+FRESH_MAX_USES = 100  # the Docker issue's default: a container per 100 fresh-process runs
+REUSE_MAX_USES = 10_000  # reuse mode: a replacement (~1 CPU-s) must be rare against ~0.2 ms runs
+
+
 def sandbox_limits(config: EvalConfig) -> SandboxLimits:
     sb = config.sandbox
     return SandboxLimits(memory_mb=sb.memory_mb, cpu_s=sb.cpu_s, tmpfs_mb=sb.tmpfs_mb,
                          max_concurrency=sb.max_concurrency or default_sandbox_concurrency(),
                          pool_size=sb.pool_size or default_sandbox_concurrency(),
-                         max_uses=sb.max_uses, container_memory_mb=sb.container_memory_mb,
-                         pids_limit=sb.pids_limit, cpus=sb.cpus, image=sb.image)
+                         max_uses=sb.max_uses or (REUSE_MAX_USES if sb.reuse_process else FRESH_MAX_USES),
+                         container_memory_mb=sb.container_memory_mb,
+                         pids_limit=sb.pids_limit, cpus=sb.cpus, image=sb.image,
+                         reuse_process=sb.reuse_process, bwrap_pool=sb.bwrap_pool)
 
 
 def result_row(problem: Problem, result: SearchResult, correct: bool, *, strategy: str,

@@ -47,7 +47,8 @@ async def open_sandbox(
     """Yield a ready, checked `Sandbox` for `backend` and close it on exit.
 
     "docker": the warm container pool; raises SandboxUnavailable naming the exact command when
-    no engine answers or the image is missing. "bwrap": bubblewrap. "auto": docker when an
+    no engine answers or the image is missing. "bwrap": bubblewrap (one-shot, or a warm pool with
+    `limits.bwrap_pool` / `limits.reuse_process`). "auto": docker when an
     engine answers and the image exists, else bubblewrap; logs which and why.
     """
     if backend not in BACKENDS:
@@ -70,6 +71,7 @@ async def open_sandbox(
         return
     sandbox = BwrapSandbox(limits)
     try:
+        await sandbox.start()
         await sandbox.check()
         yield sandbox
     finally:

@@ -1,4 +1,13 @@
-"""The bubblewrap backend: one fresh `bwrap` process per code run.
+"""The bubblewrap backend: one fresh `bwrap` process per code run, or a warm pool of them.
+
+One-shot (the default): every run starts `bwrap ... python3 -I -B -c SOURCE`, which reads one
+request on stdin and replies on stdout (executor.py's `main()`): the strongest per-run isolation
+and the slowest (a new interpreter and namespaces per run, ≈ 30-70 ms here). Pool
+(`SandboxLimits.bwrap_pool`, implied by `reuse_process`): `pool_size` long-lived bwrap sandboxes
+each running the executor server (`sandbox/pool.py`, `sandbox/server.py`), the same machinery as
+the Docker backend, with the socket directory bind-mounted read-only at `pool.MOUNT`, /run
+otherwise an empty read-only tmpfs and no writable /dev/shm (a pool's sandbox outlives a run, so
+the only writable place is /tmp, which the server empties after each run).
 
 Isolation: new user/pid/net/ipc/uts/cgroup namespaces (`--unshare-all`), read-only host root,
 size-capped tmpfs on /tmp and /dev/shm, read-only /dev, a clean environment, a new session (no
@@ -16,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import json
 import os
 import shutil
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,7 @@ import structlog
 from sandbox.base import ExecResult
 from sandbox.errors import SandboxUnavailable
 from sandbox.limits import SandboxLimits
+from sandbox.pool import MOUNT, PRELOAD, WorkerPool, executor_source, server_config, timeout_message
 
 __all__ = ["BwrapSandbox", "timeout_message"]
 
@@ -42,17 +52,6 @@ _CHUNK = 64 * 1024
 # bwrap exits with 128 + signal when the sandboxed process was killed by a signal.
 _SIGNAL_BASE = 128
 _CPU_LIMIT_SIGNALS = {signal.SIGXCPU, signal.SIGKILL}
-
-
-def timeout_message(timeout_s: float) -> str:
-    """AlphaMath's timeout observation, with our limit in place of its 15 s."""
-    return (
-        f"TimeoutError: Execution of the code snippet has timed out for exceeding {timeout_s:g} seconds."
-    )
-
-
-def _executor_source() -> str:
-    return importlib.resources.files("sandbox").joinpath("executor.py").read_text(encoding="utf-8")
 
 
 class _Overflow(Exception):
@@ -105,12 +104,93 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
     await process.wait()
 
 
+def _argv(bwrap: str, limits: SandboxLimits, command: list[str], sockdir: str | None) -> list[str]:
+    """The bwrap command line; `sockdir` (a pool's sandbox) is mounted read-only at `MOUNT`."""
+    tmpfs = str(limits.tmpfs_mb << 20)
+    if sockdir is None:
+        # One run per sandbox: a size-capped /dev/shm dies with it.
+        scratch = ["--size", tmpfs, "--tmpfs", "/dev/shm"]
+    else:
+        # The sandbox serves many runs: nothing writable may outlive one but /tmp, which the
+        # server empties; /run (host sockets) is hidden behind an empty read-only tmpfs.
+        scratch = ["--tmpfs", "/run", "--ro-bind", sockdir, MOUNT, "--remount-ro", "/run"]
+    return [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        # The interpreter is the namespace's pid 1, a direct child that bwrap waits for; with
+        # bwrap's own init in between, that init is orphaned to host pid 1 on every exit.
+        "--as-pid-1",
+        "--new-session",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--size", tmpfs, "--tmpfs", "/tmp",
+        *scratch,
+        # /dev is otherwise an uncapped writable tmpfs.
+        "--remount-ro", "/dev",
+        "--chdir", "/tmp",
+        "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin",
+        "--setenv", "HOME", "/tmp",
+        "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "OPENBLAS_NUM_THREADS", "1",
+        "--setenv", "OMP_NUM_THREADS", "1",
+        "--setenv", "MKL_NUM_THREADS", "1",
+        "--",
+        *command,
+    ]  # fmt: skip
+
+
+async def _spawn(argv: list[str], limits: SandboxLimits, *, stdio: int) -> asyncio.subprocess.Process:
+    """Start bwrap in its own session; as `limits.uid`/`gid` when we are root (RLIMIT_NPROC
+    does not bind root). `stdio`: PIPE (one-shot) or DEVNULL (a pool's server uses its socket)."""
+    user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        user = {"user": limits.uid, "group": limits.gid, "extra_groups": []}
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=stdio,
+        stdout=stdio,
+        stderr=asyncio.subprocess.PIPE,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        start_new_session=True,
+        **user,
+    )
+
+
+@dataclass(eq=False)
+class _BwrapLauncher:
+    """`pool.Launcher` for long-lived bwrap sandboxes; a handle is the bwrap process."""
+
+    bwrap: str
+    limits: SandboxLimits
+    command: list[str]
+    backend: str = "bwrap"
+
+    async def start(self, sockdir: str) -> asyncio.subprocess.Process:
+        return await _spawn(_argv(self.bwrap, self.limits, self.command, sockdir), self.limits,
+                            stdio=asyncio.subprocess.DEVNULL)
+
+    async def ended(self, handle: asyncio.subprocess.Process) -> str:
+        assert handle.stderr is not None
+        stderr = await _read_capped(handle.stderr, _STDERR_CAP, overflow=False)
+        returncode = await handle.wait()
+        return f"exit code {returncode}: {stderr.decode('utf-8', 'replace').strip()[-2000:]}"
+
+    async def kill(self, handle: asyncio.subprocess.Process) -> None:
+        await _terminate(handle)
+
+
 class BwrapSandbox:
     """`Sandbox` backed by bubblewrap; see the module docstring for what it does and does not
-    isolate. Construct, optionally `await check()`, then `await run(...)` from any number of
-    tasks; at most `limits.max_concurrency` sandbox processes exist at once."""
+    isolate. Construct, `await start()` (needed for the pool; `open_sandbox` does it), optionally
+    `await check()`, then `await run(...)` from any number of tasks. One-shot: at most
+    `limits.max_concurrency` sandbox processes exist at once. Pool: `limits.pool_size`
+    sandboxes, each serving one run at a time."""
 
-    def __init__(self, limits: SandboxLimits | None = None) -> None:
+    def __init__(self, limits: SandboxLimits | None = None, *, preload: Sequence[str] = PRELOAD) -> None:
         self.limits = limits or SandboxLimits()
         bwrap = shutil.which("bwrap")
         if bwrap is None:
@@ -122,11 +202,17 @@ class BwrapSandbox:
                 "or set SandboxLimits(python=...) to an interpreter outside the repository"
             )
         self._bwrap = bwrap
-        self._source = _executor_source()
+        self._command = [self.limits.python, "-I", "-B", "-c", executor_source()]
+        self._pool: WorkerPool | None = None
+        if self.limits.bwrap_pool or self.limits.reuse_process:
+            command = [*self._command, "serve", f"{MOUNT}/s",
+                       server_config(self.limits, preload, nproc=True)]
+            self._pool = WorkerPool(self.limits, _BwrapLauncher(bwrap, self.limits, command))
         self._semaphore = asyncio.Semaphore(self.limits.max_concurrency)
         self._processes: set[asyncio.subprocess.Process] = set()
         self._killed: set[asyncio.subprocess.Process] = set()  # by aclose()
         self._closed = False
+        self._started = self._pool is None
         logger.warning(
             "sandbox_isolation_weaker",
             backend="bwrap",
@@ -134,34 +220,15 @@ class BwrapSandbox:
             "(rlimits only); the Docker backend isolates more strongly",
         )
 
-    def _argv(self) -> list[str]:
-        tmpfs = str(self.limits.tmpfs_mb << 20)
-        return [
-            self._bwrap,
-            "--unshare-all",
-            "--die-with-parent",
-            # The interpreter is the namespace's pid 1, a direct child that bwrap waits for; with
-            # bwrap's own init in between, that init is orphaned to host pid 1 on every exit.
-            "--as-pid-1",
-            "--new-session",
-            "--ro-bind", "/", "/",
-            "--dev", "/dev",
-            "--proc", "/proc",
-            "--size", tmpfs, "--tmpfs", "/tmp",
-            "--size", tmpfs, "--tmpfs", "/dev/shm",
-            # /dev is otherwise an uncapped writable tmpfs; /dev/shm above stays writable.
-            "--remount-ro", "/dev",
-            "--chdir", "/tmp",
-            "--clearenv",
-            "--setenv", "PATH", "/usr/bin:/bin",
-            "--setenv", "HOME", "/tmp",
-            "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "OPENBLAS_NUM_THREADS", "1",
-            "--setenv", "OMP_NUM_THREADS", "1",
-            "--setenv", "MKL_NUM_THREADS", "1",
-            "--",
-            self.limits.python, "-I", "-B", "-c", self._source,
-        ]  # fmt: skip
+    async def start(self) -> None:
+        """Start the pool, if this sandbox uses one (a no-op for one-shot sandboxes)."""
+        if self._pool is not None and not self._started:
+            try:
+                await self._pool.start()
+            except BaseException:
+                await self.aclose()
+                raise
+            self._started = True
 
     def _request(self, code: str, history: Sequence[str]) -> bytes:
         limits = self.limits
@@ -181,6 +248,10 @@ class BwrapSandbox:
     async def run(self, code: str, *, history: Sequence[str] = (), timeout_s: float) -> ExecResult:
         if self._closed:
             raise RuntimeError("BwrapSandbox.run() called after aclose()")
+        if self._pool is not None:
+            if not self._started:
+                raise RuntimeError("BwrapSandbox.run() called before start() (a pool sandbox)")
+            return await self._pool.run(code, history=history, timeout_s=timeout_s)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         request = self._request(code, history)
@@ -194,24 +265,10 @@ class BwrapSandbox:
                 duration_s=time.monotonic() - started,
             )
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        user: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            user = {"user": self.limits.uid, "group": self.limits.gid, "extra_groups": []}
-        return await asyncio.create_subprocess_exec(
-            *self._argv(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin"},
-            start_new_session=True,
-            **user,
-        )
-
     async def _run_process(self, request: bytes, timeout_s: float) -> tuple[str, str | None, bool]:
         """Returns (stdout, error, timed_out) of one sandbox process."""
-        process = await self._spawn()
+        process = await _spawn(_argv(self._bwrap, self.limits, self._command, None), self.limits,
+                               stdio=asyncio.subprocess.PIPE)
         self._processes.add(process)
         assert process.stdin and process.stdout and process.stderr
         try:
@@ -297,6 +354,8 @@ class BwrapSandbox:
     async def aclose(self) -> None:
         """Kill every sandbox process still running; later `run()` calls raise."""
         self._closed = True
+        if self._pool is not None:
+            await self._pool.aclose()
         processes = list(self._processes)
         self._killed.update(processes)
         await asyncio.gather(*(_terminate(process) for process in processes))

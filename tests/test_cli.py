@@ -127,7 +127,9 @@ def test_eval_killed_mid_run_resumes_with_nothing_lost(tiny_model_dir: Path, tmp
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
                     "(run `make setup`); the end-to-end test needs the real sandbox")
-def test_ctrl_c_stops_cleanly_with_every_finished_row_saved(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_stops_cleanly_with_every_finished_row_saved(tiny_model_dir: Path, tmp_path: Path,
+                                                            stop: signal.Signals) -> None:
     # A user file with its own field names, read through --set run.*_field.
     data = tmp_path / "mine.jsonl"
     with data.open("w") as fh:
@@ -149,7 +151,7 @@ def test_ctrl_c_stops_cleanly_with_every_finished_row_saved(tiny_model_dir: Path
             assert proc.poll() is None, stderr_path.read_text()
             assert time.monotonic() < deadline, "no results within 240 s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:
@@ -164,3 +166,25 @@ def test_ctrl_c_stops_cleanly_with_every_finished_row_saved(tiny_model_dir: Path
     assert len({r["id"] for r in rows}) == len(rows)
     assert all(r["id"].startswith("q") and r["error"] is None for r in rows)
     assert all(r["answer"] == str(int(r["id"][1:]) + 3) for r in rows)
+
+
+def test_score_against_a_baseline_prints_the_paired_gain(tmp_path: Path) -> None:
+    def write(name: str, correct: list[bool]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"id": f"p{i}", "question": "q", "answer": "1", "prediction": "1",
+                                            "correct": c, "error": None, "stats": {}}) + "\n"
+                                for i, c in enumerate(correct)))
+        return path
+
+    base = write("greedy.jsonl", [i % 2 == 0 for i in range(200)])
+    better = write("sbs.jsonl", [i % 2 == 0 or i % 5 == 1 for i in range(200)])  # fixes 20 of 100
+    proc = run_cli("score", str(better), "--against", str(base))
+    assert proc.returncode == 0, proc.stderr
+    assert "+10.0 points on 200 shared problems" in proc.stdout and ": better" in proc.stdout
+    same = run_cli("score", str(base), "--against", str(base))
+    assert "+0.0 points" in same.stdout and "no clear difference" in same.stdout
+    disjoint = write("other.jsonl", [])
+    disjoint.write_text(json.dumps({"id": "zzz", "answer": "1", "correct": True, "error": None}) + "\n")
+    _assert_one_line_error(run_cli("score", str(base), "--against", str(disjoint)), "share no problem id")
+    _assert_one_line_error(run_cli("score", str(base), "--against", str(tmp_path / "nope.jsonl")),
+                           "no such results file")

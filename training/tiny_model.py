@@ -30,7 +30,8 @@ import torch
 
 from runtime.engines.value_head import init_value_head, save_value_head
 
-__all__ = ["MARKER", "build_tiny_model", "make_corpus", "make_document", "make_problem", "main", "solution_text"]
+__all__ = ["MARKER", "build_tiny_model", "make_corpus", "make_document", "make_problem", "main", "solution_text",
+           "train_tokenizer"]
 
 MARKER = ".tiny_model_complete"
 EOS = "<|endoftext|>"
@@ -152,8 +153,10 @@ def make_corpus(n: int, seed: int) -> list[str]:
     return docs
 
 
-def _train_tokenizer(corpus: Sequence[str], vocab_size: int):  # -> PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(corpus: Sequence[str], vocab_size: int, *, whole: Sequence[str] = ()):  # -> PreTrainedTokenizerFast
+    """Byte-level BPE with single digits; each string of `whole` (format tags) is one token,
+    matched before pre-tokenization, which would otherwise split `<step>` into `<`,`step`,`>`."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -173,6 +176,7 @@ def _train_tokenizer(corpus: Sequence[str], vocab_size: int):  # -> PreTrainedTo
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    tok.add_tokens([AddedToken(t, normalized=False, single_word=False) for t in whole])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS,
@@ -241,7 +245,7 @@ def build_tiny_model(
     try:
         # 1) corpus  2) tokenizer  3) random-weight Qwen2
         corpus = make_corpus(4000, seed)
-        trained = _train_tokenizer(corpus, vocab_size)
+        trained = train_tokenizer(corpus, vocab_size)
         eos_id = trained.convert_tokens_to_ids(EOS)
         config = Qwen2Config(
             vocab_size=len(trained),

@@ -19,11 +19,25 @@ token prefix up to and including it was prefilled before (a dict of prefix hashe
 block hashes; never evicted). A request is prefilled once for all its n samples. The policy and
 the value model have separate caches (they are separate models).
 
-Time: a virtual clock advanced by step times while busy. With `time_scale > 0` each step also
-sleeps `time_scale × step time` of real time and idle gaps count `real gap / time_scale` virtual
-seconds, so outside work (sandbox runs, grading) shows up as idle engine time. With
-`time_scale == 0` nothing sleeps: the engine is a pure discrete-event model whose idle time is
-0 — exact and deterministic, for unit tests of the cost model. `stats()` reports virtual seconds.
+Time, in "virtual" seconds (model seconds: real seconds / time_scale):
+- `time_scale == 0`: nothing sleeps; a pure discrete-event model. The clock advances by step
+  times only, idle time is 0, everything is exact and deterministic (for unit tests of the cost
+  model and for comparing drivers on batching alone).
+- `time_scale > 0`: each step sleeps `time_scale × step time` of real time, and the clock IS the
+  real clock: elapsed = (loop time now − loop time of the first request) / time_scale, read from
+  the event loop's monotonic clock. `busy_s` is the modelled GPU time (the sum of step times) and
+  `idle_s` = elapsed − busy_s is everything else, so busy + idle add up to the real elapsed time
+  and tokens / elapsed is a real-seconds rate. Outside work (sandbox runs, grading) shows up as
+  idle, and so does `stall_s`: time when requests were waiting or running but the modelled GPU
+  was not computing — sleep overshoot, the loop task waking late because the event loop was
+  busy with other work, the engine loop's own Python. Stall counts as idle, not busy, on
+  purpose: a GPU finishes its step in the step time whatever the host does, so time spent
+  waiting for a late host is idle GPU time; counting it as busy would let a CPU-starved run
+  report a fully busy engine. (A real engine in its own process, like vLLM's engine core,
+  overlaps some of what shows here as stall, so the real-mode figures are a conservative bound.)
+  Before this accounting the clock advanced by step times plus idle gaps and dropped the
+  overshoot, overstating tokens/s on a loaded machine (by ~1.7x in one benchmark run).
+`stats()` reports virtual seconds.
 """
 
 from __future__ import annotations
@@ -82,10 +96,12 @@ class _State:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     policy_blocks: set[bytes] = field(default_factory=set)
     value_blocks: set[bytes] = field(default_factory=set)
-    clock: float = 0.0  # virtual seconds
-    real_mark: float | None = None  # loop time when `clock` was last synced (time_scale > 0)
+    clock: float = 0.0  # virtual seconds (time_scale == 0 only; otherwise derived from `origin`)
+    origin: float | None = None  # loop time of the first request (time_scale > 0)
     started: float | None = None  # virtual time of the first request
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # modelled GPU seconds: the sum of step times
+    work_mark: float | None = None  # loop time the engine last went from no work to work (time_scale > 0)
+    work_s: float = 0.0  # virtual seconds with requests waiting or running, closed spans (time_scale > 0)
     steps: int = 0
     row_steps: int = 0  # sum over steps of running rows
     max_rows_seen: int = 0
@@ -98,12 +114,19 @@ class _State:
     closed: bool = False
 
     def now(self) -> float:
-        """Virtual time; while idle in real-time mode it follows the wall clock / time_scale."""
-        if self.time_scale > 0 and self.real_mark is not None:
-            t = asyncio.get_running_loop().time()
-            self.clock += (t - self.real_mark) / self.time_scale
-            self.real_mark = t
+        """Virtual time: the event loop's monotonic clock / time_scale in real-time mode (0 before
+        the first request), else the discrete-event clock."""
+        if self.time_scale > 0:
+            if self.origin is None:
+                return 0.0
+            return (asyncio.get_running_loop().time() - self.origin) / self.time_scale
         return self.clock
+
+    def work_seconds(self) -> float:
+        """Virtual seconds during which requests were waiting or running (time_scale > 0)."""
+        if self.work_mark is None:
+            return self.work_s
+        return self.work_s + (asyncio.get_running_loop().time() - self.work_mark) / self.time_scale
 
 
 def _uncached(tokens: Sequence[int], blocks: set[bytes], block_size: int) -> int:
@@ -124,13 +147,14 @@ def _uncached(tokens: Sequence[int], blocks: set[bytes], block_size: int) -> int
 async def _loop(state: _State) -> None:
     """The scheduler: one step at a time while there is work, otherwise wait for a request."""
     cost = state.cost
-    loop = asyncio.get_running_loop()
     while not state.closed:
         if not state.waiting and not state.running:
+            if state.work_mark is not None:  # close the span with work (time_scale > 0)
+                state.work_s = state.work_seconds()
+                state.work_mark = None
             state.wake.clear()
             await state.wake.wait()
             continue
-        state.now()  # account the idle gap before this step
         # 1) admit
         rows = sum(len(r.rows) for r in state.running)
         prefill = 0
@@ -149,11 +173,11 @@ async def _loop(state: _State) -> None:
         dt = cost.prefill_s_per_token * prefill + (cost.decode_step_s + cost.decode_s_per_row * rows
                                                    if rows else 0.0)
         if state.time_scale > 0:
+            # the clock is the loop's: overshoot and late wake-ups land in idle (stall), not busy
             await asyncio.sleep(dt * state.time_scale)
-            state.real_mark = loop.time()  # sleep overshoot counts as neither busy nor idle
         else:
             await asyncio.sleep(0)
-        state.clock += dt
+            state.clock += dt
         state.busy_s += dt
         state.steps += 1
         state.row_steps += rows
@@ -200,9 +224,12 @@ class SimulatedEngine:
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = loop.create_task(_loop(state), name="simulated-engine")
+        if state.time_scale > 0:
+            if state.origin is None:
+                state.origin, state.started = loop.time(), 0.0
+            if state.work_mark is None and not state.waiting and not state.running:
+                state.work_mark = loop.time()  # the engine goes from no work to work
         now = state.now()
-        if state.real_mark is None and state.time_scale > 0:
-            state.real_mark = loop.time()
         if state.started is None:
             state.started = now
         req = _Request(tokens, rows, result, loop.create_future(), value, now)
@@ -239,15 +266,21 @@ class SimulatedEngine:
         return await self._submit(tuple(tokens), [], values, True)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, float]:
-        """Virtual-time counters: busy/idle since the first request, batch sizes, cache hits."""
+        """Virtual-time counters: busy/idle since the first request, batch sizes, cache hits.
+
+        busy_s + idle_s = elapsed since the first request (real seconds / time_scale when
+        time_scale > 0); stall_s is the part of idle_s with work queued or running (always 0
+        when time_scale == 0). See the module docstring."""
         s = self._state
         now = s.now()
         elapsed = 0.0 if s.started is None else now - s.started
         idle = max(0.0, elapsed - s.busy_s)
+        stall = min(idle, max(0.0, s.work_seconds() - s.busy_s)) if s.time_scale > 0 else 0.0
         return {
             "clock_s": now,
             "busy_s": s.busy_s,
             "idle_s": idle,
+            "stall_s": stall,
             "busy_fraction": s.busy_s / (s.busy_s + idle) if s.busy_s + idle > 0 else 0.0,
             "steps": s.steps,
             "requests": s.requests,

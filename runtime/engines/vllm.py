@@ -313,6 +313,13 @@ class VLLMEngine:
             disable_log_stats=True,
             **(engine_kwargs or {}),
         )
+        # vLLM's CPU build crashes ("CPU Generator does not use offset") when a seeded request's
+        # prompt is prefilled in chunks (it rewinds the discarded sample's generator). Unchunked
+        # prefill on CPU: a prompt waits for a step with room for all of it instead.
+        policy_extra: dict[str, Any] = {}
+        if is_cpu and "enable_chunked_prefill" not in common:
+            policy_extra = {"enable_chunked_prefill": False,
+                            "max_num_batched_tokens": max(max_model_len, 2048)}
         policy_util = gpu_memory_utilization * (1 - value_memory_fraction if want_value else 1)
         value_util = gpu_memory_utilization * value_memory_fraction
         policy = value_llm = None
@@ -320,7 +327,7 @@ class VLLMEngine:
             policy_dir = str(policy_view(path, cache_dir)) if local else name
             policy = await asyncio.to_thread(
                 _make_async_llm, model=policy_dir, tokenizer=policy_dir,
-                gpu_memory_utilization=policy_util, logprobs_mode="raw_logprobs", **common
+                gpu_memory_utilization=policy_util, logprobs_mode="raw_logprobs", **common, **policy_extra
             )
             if want_value:
                 value_dir = str(await asyncio.to_thread(export_value_checkpoint, path, cache_dir=cache_dir))

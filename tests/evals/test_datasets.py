@@ -235,3 +235,19 @@ def test_user_jsonl_is_read_lazily(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"big\.jsonl:100001: invalid JSON"):
         for _ in rows:
             pass
+
+
+@pytest.mark.parametrize(("spec", "n", "prefix"), [
+    ("synth-arith", 1000, "synth-arith-test-0-"),
+    ("synth-arith:train:7:3", 7, "synth-arith-train-3-"),
+    ("synth-arith-hard:test:5", 5, "synth-arith-hard-test-0-"),
+])
+def test_synthetic_specs(spec: str, n: int, prefix: str) -> None:
+    problems = list(load_dataset(spec))
+    assert len(problems) == n and all(p.id.startswith(prefix) for p in problems)
+
+
+@pytest.mark.parametrize("spec", ["synth-arith-hard:dev", "synth-arith-hard:test:x", "synth-arith:test:1:2:3"])
+def test_synthetic_spec_mistakes_name_the_level(spec: str) -> None:
+    with pytest.raises(DatasetError, match=f"expected {spec.split(':')[0]}\\[:train"):
+        list(load_dataset(spec))

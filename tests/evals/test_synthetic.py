@@ -67,3 +67,26 @@ def test_sft_rows() -> None:
     rows = list(synth_arith_sft_rows("train", 5, seed=0))
     assert len(rows) == 5 and all(r.correct and all(s.q == 1.0 for s in r.steps) for r in rows)
     assert rows[0].prompt.startswith("<question> ")
+
+
+def test_hard_level_has_three_to_six_operations_and_its_own_ids() -> None:
+    problems = list(synth_arith_problems("test", 300, seed=0, level="synth-arith-hard"))
+    assert {len(p.meta["ops"]) for p in problems} == {3, 4, 5, 6}
+    assert all(p.source == "synth-arith-hard" and p.id.startswith("synth-arith-hard-test-0-")
+               for p in problems)
+    easy = {p.question for p in synth_arith_problems("test", 300, seed=0)}
+    assert len(easy & {p.question for p in problems}) < 10  # different draws, not a relabelling
+    with pytest.raises(ValueError, match="unknown synth-arith level"):
+        next(synth_arith_problems("test", 1, 0, level="synth-arith-extreme"))
+
+
+def test_hard_solutions_replay_to_the_answer() -> None:
+    for p in synth_arith_problems("train", 40, seed=5, level="synth-arith-hard"):
+        steps = synth_arith_solution(p)
+        history = []
+        for text in steps[:-1]:
+            parsed = SFT.parse(text.split("\n<output>")[0].removesuffix("\n</code>"))
+            out, err = execute(history, parsed.code)
+            assert err is None
+            history.append(parsed.code)
+        assert out == p.answer[0]

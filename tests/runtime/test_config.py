@@ -58,3 +58,16 @@ def test_results_hash_ignores_where_but_not_what() -> None:
     changed = build_config(apply_overrides(load_preset("greedy"), ["strategy.max_tokens=5"]))
     assert base.results_hash() == moved.results_hash()
     assert base.results_hash() != changed.results_hash()
+
+
+def test_sandbox_max_uses_default_follows_the_mode() -> None:
+    from runtime.config import compose_config
+    from runtime.evaluate import sandbox_limits
+
+    fresh = sandbox_limits(compose_config("greedy"))
+    reuse = sandbox_limits(compose_config("greedy", sandbox={"reuse_process": True}))
+    pinned = sandbox_limits(compose_config("greedy", sandbox={"reuse_process": True, "max_uses": 7,
+                                                              "pool_size": 3}))
+    assert (fresh.max_uses, fresh.reuse_process) == (100, False)
+    assert (reuse.max_uses, reuse.reuse_process) == (10_000, True)
+    assert (pinned.max_uses, pinned.pool_size) == (7, 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -102,8 +103,37 @@ async def test_real_time_mode_counts_idle_gaps() -> None:
         s = engine.stats()
     busy = 2 * (0.1 + 3 * 0.011)
     assert s["busy_s"] == pytest.approx(busy)
-    assert 0.45 <= s["idle_s"] <= 0.8
+    assert 0.45 <= s["idle_s"] <= 1.0
     assert s["busy_fraction"] == pytest.approx(busy / (busy + s["idle_s"]))
+    assert s["busy_s"] + s["idle_s"] == pytest.approx(s["clock_s"])  # the first request came at 0
+    assert 0.0 <= s["stall_s"] < s["idle_s"] - 0.4  # the 0.1 s real gap had no work: not stall
+
+
+async def test_real_time_mode_counts_a_blocked_event_loop_as_idle_stall() -> None:
+    """Regression: the clock used to advance by step times and drop sleep overshoot, so time the
+    event loop was blocked mid-step vanished and tokens/s came out too high."""
+    async with SimulatedEngine(COST, script=three_tokens, time_scale=1.0) as engine:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        task = asyncio.create_task(engine.generate(words(100), SamplingParams()))
+        await asyncio.sleep(0.02)  # the engine is inside its first step (0.111 s of sleep)
+        time.sleep(0.3)  # block the loop past that step's end: ~0.2 s of overshoot
+        await task
+        first = engine.stats()["stall_s"]
+        task = asyncio.create_task(engine.generate(words(100, "z"), SamplingParams()))
+        while not engine._state.waiting:  # the request is queued, the engine task not yet run
+            await asyncio.sleep(0)
+        time.sleep(0.1)  # so the engine starts its step late: stall with work waiting
+        await task
+        s = engine.stats()
+        real = loop.time() - t0
+    assert first >= 0.18  # ~0.19 s of overshoot
+    assert s["stall_s"] - first >= 0.09  # ~0.1 s late start
+    busy = 2 * (0.1 + 3 * 0.011)
+    assert s["busy_s"] == pytest.approx(busy)  # busy is modelled GPU time only
+    assert s["busy_s"] + s["idle_s"] == pytest.approx(real, abs=0.01)  # add up to real time
+    assert s["stall_s"] <= s["idle_s"] + 1e-9
+    assert s["busy_fraction"] <= busy / 0.5
 
 
 async def test_cancelled_request_leaves_the_queue_and_aclose_fails_the_rest() -> None:

@@ -8,6 +8,7 @@ loud reason, also repeated in the terminal summary.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 
@@ -23,9 +24,15 @@ DOCKER_REASON = docker_ready(IMAGE)
 DOCKER_MISSING = (
     f"!!! DOCKER SANDBOX UNTESTED: {DOCKER_REASON} — run `scripts/ensure_docker.sh` (as root) !!!"
 )
+_NO_BWRAP = pytest.mark.skipif(not HAVE_BWRAP, reason=BWRAP_MISSING)
+_NO_DOCKER = pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)
+# One-shot bwrap, the bwrap pool (fresh child per run, and reusing its process), Docker (same two).
 BACKENDS = [
-    pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason=BWRAP_MISSING)),
-    pytest.param("docker", marks=pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)),
+    pytest.param("bwrap", marks=_NO_BWRAP),
+    pytest.param("bwrap_pool", marks=_NO_BWRAP),
+    pytest.param("bwrap_reuse", marks=_NO_BWRAP),
+    pytest.param("docker", marks=_NO_DOCKER),
+    pytest.param("docker_reuse", marks=_NO_DOCKER),
 ]
 needs_docker = pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)
 
@@ -40,11 +47,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(DOCKER_MISSING, red=True, bold=True)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def docker_box() -> AsyncIterator[DockerSandbox]:
+async def _docker(limits: SandboxLimits) -> AsyncIterator[DockerSandbox]:
     if DOCKER_REASON is not None:
         pytest.skip(DOCKER_MISSING)
-    box = DockerSandbox(TEST_LIMITS)
+    box = DockerSandbox(limits)
+    await box.start()
+    try:
+        yield box
+    finally:
+        await box.aclose()
+
+
+async def _bwrap(limits: SandboxLimits) -> AsyncIterator[BwrapSandbox]:
+    if not HAVE_BWRAP:
+        pytest.skip(BWRAP_MISSING)
+    box = BwrapSandbox(limits)
     await box.start()
     try:
         yield box
@@ -53,14 +70,33 @@ async def docker_box() -> AsyncIterator[DockerSandbox]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def bwrap_box() -> AsyncIterator[BwrapSandbox]:
-    if not HAVE_BWRAP:
-        pytest.skip(BWRAP_MISSING)
-    box = BwrapSandbox(TEST_LIMITS)
-    try:
+async def docker_box() -> AsyncIterator[DockerSandbox]:
+    async for box in _docker(TEST_LIMITS):
         yield box
-    finally:
-        await box.aclose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def docker_reuse_box() -> AsyncIterator[DockerSandbox]:
+    async for box in _docker(dataclasses.replace(TEST_LIMITS, reuse_process=True)):
+        yield box
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def bwrap_box() -> AsyncIterator[BwrapSandbox]:
+    async for box in _bwrap(TEST_LIMITS):
+        yield box
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def bwrap_pool_box() -> AsyncIterator[BwrapSandbox]:
+    async for box in _bwrap(dataclasses.replace(TEST_LIMITS, bwrap_pool=True)):
+        yield box
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def bwrap_reuse_box() -> AsyncIterator[BwrapSandbox]:
+    async for box in _bwrap(dataclasses.replace(TEST_LIMITS, reuse_process=True)):
+        yield box
 
 
 @pytest.fixture(params=BACKENDS)

@@ -21,6 +21,7 @@ from sandbox import (
     SandboxUnavailable,
     open_sandbox,
 )
+from sandbox import bwrap as bwrap_module
 from sandbox.bwrap import timeout_message
 
 HAVE_BWRAP = os.path.exists("/usr/bin/bwrap")
@@ -293,17 +294,21 @@ async def test_check_passes(box: BwrapSandbox) -> None:
     await box.check()
 
 
-class _BrokenBwrap(BwrapSandbox):
+def _break_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
     """bwrap with an option it rejects: stands in for a host where bwrap cannot start."""
+    real = bwrap_module._argv
 
-    def _argv(self) -> list[str]:
-        argv = super()._argv()
+    def broken(*args: Any) -> list[str]:
+        argv = real(*args)
         return [argv[0], "--no-such-option", *argv[1:]]
+
+    monkeypatch.setattr(bwrap_module, "_argv", broken)
 
 
 @needs_bwrap
-async def test_check_reports_bwrap_failure() -> None:
-    box = _BrokenBwrap(SandboxLimits())
+async def test_check_reports_bwrap_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    _break_bwrap(monkeypatch)
+    box = BwrapSandbox(SandboxLimits())
     try:
         with pytest.raises(SandboxUnavailable, match="no-such-option"):
             await box.check()
@@ -312,3 +317,13 @@ async def test_check_reports_bwrap_failure() -> None:
         assert result.error.startswith("RuntimeError: sandbox process failed (exit code 1): bwrap:")
     finally:
         await box.aclose()
+
+
+@needs_bwrap
+async def test_pool_start_reports_bwrap_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    _break_bwrap(monkeypatch)
+    box = BwrapSandbox(SandboxLimits(bwrap_pool=True, pool_size=1))
+    with pytest.raises(SandboxUnavailable, match="no-such-option"):
+        await box.start()  # each start fails fast (bwrap exits), not after the 120 s accept timeout
+    with pytest.raises(RuntimeError, match="after aclose"):
+        await box.run("1", timeout_s=5)

@@ -33,7 +33,7 @@ async def one_box() -> AsyncIterator[DockerSandbox]:
 
 
 def _container_ids(box: DockerSandbox) -> set[str]:
-    return {w.container.id for w in box._workers}
+    return {w.handle.id for w in box._workers}
 
 
 async def _observe(box: DockerSandbox, code: str, timeout_s: float = 20) -> str:
@@ -90,7 +90,7 @@ async def test_open_sandbox_docker_and_auto() -> None:
 @needs_docker
 async def test_container_is_hardened(docker_box: DockerSandbox) -> None:
     worker = next(iter(docker_box._workers))
-    attrs = await asyncio.to_thread(lambda: (worker.container.reload(), worker.container.attrs)[1])
+    attrs = await asyncio.to_thread(lambda: (worker.handle.reload(), worker.handle.attrs)[1])
     host = attrs["HostConfig"]
     limits = docker_box.limits
     assert host["NetworkMode"] == "none" and host["IpcMode"] == "none"

@@ -1,0 +1,378 @@
+"""The miniature AlphaMath, end to end on a CPU: warm start, K MCTS self-improvement rounds, and
+the paper-style table (greedy, maj@5, SBS(1,5), SBS(3,5), MCTS(N=40)) after each stage.
+
+    .venv/bin/python benchmarks/mini_alphamath.py [--out runs/mini] [--seeds 0,1] [--rounds 2]
+        [--test 1000] [--mcts-test 200] [--sft-rows 24000,24000] [--train-questions 400] ...
+
+Per training seed, in OUT/seed<S>/:
+  base/                 tokenizer + random-weight Qwen2 (training/mini.py: 4 layers, d 256, ~3.3 M)
+  sft_rows*.jsonl, warm*/ the warm start: SFT cycles on correct synthetic solutions
+                        (synth-arith-hard), warm/ then warm-2/ ... from the previous cycle
+  round<k>/trees.jsonl  MCTS with the ground truth on fresh training questions (the
+                        mcts_train_round2 preset: PUCT c 1.5, n = 5 children, iterations below)
+  round<k>/train_rows.jsonl, round<k>/model/
+                        ≤ 4 correct + ≤ 4 incorrect paths per question with per-step Q, then
+                        joint policy + value training from the previous stage's model
+  eval/<stage>/<strategy>.jsonl
+                        each strategy on the same synth-arith-hard test problems
+OUT/table.md and OUT/table.json: accuracy, paired-bootstrap 95 % interval of the gain over greedy
+(same stage, same seed, same problems), and seconds per question (the scheduler's wall time over
+the problems, engine start-up excluded: problems run concurrently, so this is throughput, not
+latency).
+
+Everything resumes: a finished model or evaluation is skipped, an interrupted evaluation continues
+where it stopped, training resumes from its last checkpoint. The engine is vLLM (its CPU build
+here: prefix caching makes search ~10× cheaper than the transformers engine) unless --engine hf.
+"""
+
+from __future__ import annotations
+
+import os
+
+# vLLM's CPU build: a small KV cache, the engine in this process, no hub (the model is local).
+for _key, _value in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+                     ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_key, _value)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STRATEGIES = {  # preset -> column name
+    "greedy": "greedy", "maj5": "maj@5", "sbs_1_5": "SBS(1,5)", "sbs_3_5": "SBS(3,5)",
+    "mcts_n40": "MCTS(40)",
+}
+LEVEL = "synth-arith-hard"
+# A step is one short line of thought and 1–3 lines of code (~50 tokens); the cap only stops a
+# runaway sample early. Eight steps cover the six operations, the answer and one slip.
+STEP_OVERRIDES = ("strategy.max_tokens=160",)
+
+
+@dataclass(frozen=True)
+class Args:
+    out: Path
+    seeds: tuple[int, ...]
+    rounds: int
+    test: int
+    mcts_test: int
+    sft_rows: tuple[int, ...]
+    train_questions: int
+    train_iterations: int
+    train_temperature: float
+    round_epochs: int
+    round_lr: float
+    value_head_lr: float
+    intermediate: tuple[str, ...]
+    beta: float
+    layers: int
+    hidden: int
+    engine: str
+    sandbox: str
+    strategies: tuple[str, ...]
+    overrides: tuple[str, ...]
+    progress: bool
+    release: Path | None
+
+
+def parse_args(argv: Sequence[str] | None) -> Args:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/mini"))
+    p.add_argument("--seeds", default="0,1", help="training seeds, comma-separated")
+    p.add_argument("--rounds", type=int, default=2, help="self-improvement rounds K")
+    p.add_argument("--test", type=int, default=1000, help="test problems for every strategy but MCTS")
+    p.add_argument("--mcts-test", type=int, default=200, help="test problems for MCTS(40) (the first ones)")
+    p.add_argument("--sft-rows", default="24000,24000",
+                   help="synthetic solutions per warm-start SFT cycle, comma-separated (each cycle "
+                        "a fresh cosine schedule from the previous one's model)")
+    p.add_argument("--train-questions", type=int, default=400, help="training questions per round")
+    p.add_argument("--train-iterations", type=int, default=40, help="MCTS simulations per training question")
+    p.add_argument("--train-temperature", type=float, default=0.8,
+                   help="sampling temperature of the training MCTS (docs/MINI.md: ~0.8 explores best)")
+    p.add_argument("--round-epochs", type=int, default=2)
+    p.add_argument("--round-lr", type=float, default=1e-4,
+                   help="trunk learning rate of the round training (5e-4 wrecked the warm start's LM)")
+    p.add_argument("--value-head-lr", type=float, default=5e-3, help="the value head's learning rate")
+    p.add_argument("--beta", type=float, default=0.1, help="value-loss weight of the round training")
+    p.add_argument("--intermediate-strategies", default=None,
+                   help="presets for the warm start and every round but the last (default: --strategies)")
+    p.add_argument("--layers", type=int, default=4, help="transformer layers (docs/MINI.md: 4)")
+    p.add_argument("--hidden", type=int, default=256, help="d_model, a multiple of 64 (head_dim 64)")
+    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    p.add_argument("--sandbox", choices=["auto", "docker", "bwrap"], default="auto")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="presets, comma-separated")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="extra config override for every search (repeatable)")
+    p.add_argument("--release", type=Path, metavar="DIR",
+                   help="export the first seed's last model here as the project ships it "
+                        "(float16, with a model card holding the table)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    strategies = tuple(s.strip() for s in a.strategies.split(",") if s.strip())
+    intermediate = (strategies if a.intermediate_strategies is None else
+                    tuple(s.strip() for s in a.intermediate_strategies.split(",") if s.strip()))
+    unknown = [s for s in strategies + intermediate if s not in STRATEGIES]
+    if unknown:
+        p.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    try:
+        seeds = tuple(int(s) for s in a.seeds.split(","))
+        sft_rows = tuple(int(n) for n in a.sft_rows.split(","))
+    except ValueError:
+        p.error("--seeds and --sft-rows must be comma-separated integers")
+    if not sft_rows or min(sft_rows) < 1:
+        p.error("--sft-rows needs at least one positive count")
+    if a.hidden < 64 or a.hidden % 64 or a.layers < 1:
+        p.error("--hidden must be a positive multiple of 64 and --layers >= 1")
+    return Args(out=a.out, seeds=seeds, rounds=a.rounds, test=a.test, mcts_test=min(a.mcts_test, a.test),
+                sft_rows=sft_rows, train_questions=a.train_questions,
+                train_iterations=a.train_iterations, train_temperature=a.train_temperature,
+                round_epochs=a.round_epochs, round_lr=a.round_lr, value_head_lr=a.value_head_lr,
+                intermediate=intermediate, beta=a.beta, layers=a.layers,
+                hidden=a.hidden, engine=a.engine,
+                sandbox=a.sandbox, strategies=strategies, overrides=tuple(a.overrides),
+                progress=not a.no_progress, release=a.release)
+
+
+# ---- steps --------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def search(args: Args, preset: str, model: Path, dataset: str, output: Path,
+           overrides: Sequence[str] = ()) -> float:
+    """One evaluation run to completion (resumes); returns the seconds the scheduler ran (engine
+    and sandbox start-up excluded: on this CPU vLLM takes ~15 s to start two engines)."""
+    from rich.console import Console
+
+    from runtime.config import compose_config
+    from runtime.evaluate import evaluate, plan_run
+    from runtime.progress import RunProgress
+    from strategies import make_strategy
+
+    engine = {"model": str(model), "kind": args.engine}
+    if args.engine == "vllm":
+        engine["max_model_len"] = 1024
+    config = compose_config(preset, engine=engine, sandbox={"backend": args.sandbox},
+                            run={"dataset": dataset, "output": str(output), "concurrency": 256},
+                            overrides=[*STEP_OVERRIDES, *overrides, *args.overrides])
+    plan = plan_run(config)
+    if plan.already_done >= plan.total:
+        return 0.0
+    progress = RunProgress(total=plan.total, done=plan.already_done, correct=plan.already_correct,
+                           enabled=args.progress, console=Console(stderr=True, emoji=False))
+    with progress:
+        summary = asyncio.run(evaluate(config, make_strategy(config.strategy), on_row=progress.update,
+                                       plan=plan))
+    return summary.wall_s
+
+
+def train_model(data: Path, model: Path, out: Path, seed: int, **fields: object) -> Path:
+    """Train (or resume) into `out`; a finished run is skipped."""
+    from training.train import TrainConfig, train
+
+    if (out / "train_summary.json").is_file():
+        return out
+    last = [0.0]
+
+    def on_step(step: int, total: int, losses: dict[str, float]) -> None:
+        if time.monotonic() - last[0] > 30 or step == total:
+            last[0] = time.monotonic()
+            log(f"  train {out.name}: step {step}/{total}  lm {losses['lm']:.3f}  value {losses['value']:.3f}")
+
+    train(TrainConfig(data=data, model=model, output_dir=out, seed=seed, resume=True,
+                      save_every=100, **fields), on_step=on_step)  # type: ignore[arg-type]
+    return out
+
+
+def warm_start(args: Args, seed: int, root: Path) -> Path:
+    """Base model, then one SFT cycle per entry of --sft-rows, each on fresh solutions and from
+    the previous cycle's model (a cosine restart): warm/, warm-2/, ..."""
+    from training.mini import SFT_TRAINING, MiniSpec, build_base_model, write_sft_rows
+
+    base = root / "base"
+    if not (base / "mini_spec.json").is_file():
+        # head_dim 64 (vLLM's CPU attention needs >= 32); the MLP ~2.75 × d_model, as Qwen2.
+        spec = MiniSpec(layers=args.layers, hidden=args.hidden, heads=args.hidden // 64,
+                        intermediate=args.hidden * 11 // 4)
+        build_base_model(base, seed=seed, spec=spec)
+    model = base
+    for cycle, n in enumerate(args.sft_rows, start=1):
+        suffix = "" if cycle == 1 else f"-{cycle}"
+        out = root / f"warm{suffix}"
+        if not (out / "train_summary.json").is_file():
+            rows = root / f"sft_rows{suffix}.jsonl"
+            if not rows.is_file():  # each cycle its own problems: seeds seed, seed + 100, ...
+                write_sft_rows(rows, n=n, seed=seed + 100 * (cycle - 1))
+            log(f"seed {seed}: warm start cycle {cycle} — SFT on {n} synthetic solutions")
+            train_model(rows, model, out, seed, **SFT_TRAINING)
+        model = out
+    return model
+
+
+def self_improve(args: Args, seed: int, root: Path, k: int, model: Path) -> Path:
+    """Round k: ground-truth MCTS trees on fresh training questions → rows → train."""
+    from training.data import export_training
+
+    run = root / f"round{k}"
+    out = run / "model"
+    if (out / "train_summary.json").is_file():
+        return out
+    dataset = f"{LEVEL}:train:{args.train_questions}:{1000 + 10 * seed + k}"
+    log(f"seed {seed}: round {k} — MCTS with the ground truth on {dataset}")
+    seconds = search(args, "mcts_train_round2", model, dataset, run / "trees.jsonl",
+                     overrides=(f"strategy.iterations={args.train_iterations}",
+                                f"strategy.temperature={args.train_temperature}",
+                                f"strategy.seed={seed * 100 + k}"))
+    exported = export_training(run / "trees.jsonl", run / "train_rows.jsonl")
+    log(f"  trees {seconds:.0f} s; {exported.positives} correct + {exported.negatives} incorrect paths")
+    return train_model(run / "train_rows.jsonl", model, out, seed, lr=args.round_lr, epochs=args.round_epochs,
+                       batch_size=32, beta=args.beta, mask_observations=True, max_len=512,
+                       group_by_length=True, value_head_lr=args.value_head_lr)
+
+
+def evaluate_stage(args: Args, seed: int, root: Path, stage: str, model: Path,
+                   strategies: Sequence[str]) -> dict[str, dict]:
+    """Each of --strategies on the test problems (resuming), plus whatever other strategy an
+    earlier invocation left results of for this stage; returns {preset: {"correct": {id: bool},
+    "wall_s"}}."""
+    from evals.report import correct_by_id
+
+    cells: dict[str, dict] = {}
+    timing_file = root / "eval" / stage / "wall.json"
+    walls = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    for preset in strategies:
+        n = args.mcts_test if preset.startswith("mcts") else args.test
+        output = root / "eval" / stage / f"{preset}.jsonl"
+        log(f"seed {seed}: {stage} · {STRATEGIES[preset]} on {n} test problems")
+        seconds = search(args, preset, model, f"{LEVEL}:test:{n}:0", output,
+                         overrides=(f"strategy.seed={seed}",))
+        if seconds:
+            walls[preset] = walls.get(preset, 0.0) + seconds
+            timing_file.write_text(json.dumps(walls))
+    for preset in STRATEGIES:
+        output = root / "eval" / stage / f"{preset}.jsonl"
+        if output.is_file():
+            cells[preset] = {"correct": correct_by_id(output), "wall_s": walls.get(preset)}
+    return cells
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+def table(results: dict[int, dict[str, dict[str, dict]]], strategies: Sequence[str]) -> tuple[str, list[dict]]:
+    from evals.stats import paired_bootstrap
+
+    lines = ["| seed | stage | " + " | ".join(STRATEGIES[s] for s in strategies) + " |",
+             "|---|---|" + "---|" * len(strategies)]
+    records = []
+    for seed, stages in results.items():
+        for stage, cells in stages.items():
+            greedy = cells.get("greedy", {}).get("correct", {})
+            row = []
+            for column in strategies:
+                cell = cells.get(column)
+                if not cell or not cell["correct"]:
+                    row.append("–")
+                    continue
+                ids = sorted(cell["correct"])
+                acc = sum(cell["correct"].values()) / len(ids)
+                text = f"{100 * acc:.1f}"
+                record = {"seed": seed, "stage": stage, "strategy": STRATEGIES[column], "n": len(ids),
+                          "accuracy": acc, "wall_s_per_question": None}
+                if column != "greedy" and greedy and all(i in greedy for i in ids):
+                    ci = paired_bootstrap([greedy[i] for i in ids], [cell["correct"][i] for i in ids],
+                                          seed=seed)
+                    text += f" ({100 * ci.diff:+.1f} [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}])"
+                    record.update(gain=ci.diff, gain_low=ci.low, gain_high=ci.high)
+                if cell.get("wall_s"):
+                    per_q = cell["wall_s"] / len(ids)
+                    text += f" · {per_q:.2f} s"
+                    record["wall_s_per_question"] = per_q
+                row.append(text)
+                records.append(record)
+            lines.append(f"| {seed} | {stage} | " + " | ".join(row) + " |")
+    return "\n".join(lines), records
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from runtime.logs import configure_logging
+
+    args = parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Every run's structured events go to a file; the console keeps progress and warnings.
+    configure_logging(args.out / "log.jsonl", console_level="WARNING")
+    t0 = time.perf_counter()
+    results: dict[int, dict[str, dict[str, dict]]] = {}
+    final_models: dict[int, Path] = {}
+    for seed in args.seeds:
+        root = args.out / f"seed{seed}"
+        root.mkdir(parents=True, exist_ok=True)
+        model = warm_start(args, seed, root)
+        last = args.strategies
+        results[seed] = {"warm start": evaluate_stage(args, seed, root, "warm", model,
+                                                      args.intermediate if args.rounds else last)}
+        for k in range(1, args.rounds + 1):
+            model = self_improve(args, seed, root, k, model)
+            results[seed][f"round {k}"] = evaluate_stage(args, seed, root, f"round{k}", model,
+                                                         last if k == args.rounds else args.intermediate)
+        final_models[seed] = model
+        shown = [p for p in STRATEGIES if any(p in cells for st in results.values() for cells in st.values())]
+        text, records = table(results, shown)
+        (args.out / "table.md").write_text(text + "\n")
+        (args.out / "table.json").write_text(json.dumps(records, indent=1) + "\n")
+        print(text, flush=True)
+    minutes = (time.perf_counter() - t0) / 60
+    if args.release is not None:
+        release(args, final_models[args.seeds[0]], text, argv)
+    log(f"done in {minutes:.1f} min (this invocation); table in {args.out / 'table.md'}")
+    return 0
+
+
+def release(args: Args, model: Path, table_text: str, argv: Sequence[str] | None) -> None:
+    from training.mini import export_release
+
+    command = " ".join(["benchmarks/mini_alphamath.py", *(argv if argv is not None else sys.argv[1:])])
+    seed = args.seeds[0]
+    spec = json.loads((args.out / f"seed{seed}" / "base" / "mini_spec.json").read_text())
+    stage = model.parent.name if model.name == "model" else model.name
+    card = f"""# mini-alphamath
+
+A {spec["parameters"] / 1e6:.1f} M-parameter Qwen2 policy with an AlphaMath value head, trained
+from scratch on a 2-core CPU by `{command}`:
+a warm start on correct synthetic solutions (`synth-arith-hard`: 3–6 arithmetic operations in
+word problems, AlphaMath's XML ReAct format with python code steps), then {args.rounds} round(s) of
+MCTS self-improvement with only final-answer supervision. This is the model of seed {seed},
+{stage}. It knows nothing but this task.
+
+Accuracy (%) on synth-arith-hard test problems; in brackets the gain over greedy of the same
+model with its paired-bootstrap 95 % interval; then seconds per question on that CPU:
+
+{table_text}
+"""
+    out = export_release(model, args.release, card=card)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    log(f"released {model} → {out} ({size:.1f} MB)")
+
+
+if __name__ == "__main__":
+    import signal
+
+    # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None

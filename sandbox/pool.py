@@ -1,0 +1,405 @@
+"""A warm pool of sandbox servers (`sandbox/server.py`), shared by the Docker and bwrap backends.
+
+A backend supplies a `Launcher` (start one sandbox whose server connects to a given socket
+directory, tell why it ended, kill it); the pool does the rest. Each worker is one sandbox
+running the executor server; it serves ONE request at a time.
+
+Transport — a unix socket, not attached stdio: the pool binds a socket in a private host
+directory that the launcher bind-mounts READ-ONLY into the sandbox at `MOUNT` (a socket can be
+connected through a read-only mount; nothing can be created there), and the server connects out
+to it. A round trip is a `send` and a `recv` on a local socket (tens of µs), where Docker's
+attached stdio goes through the daemon's stream copier (≈ 3.5 ms a round trip) and `docker exec`
+costs far more. Frames are a 4-byte length + JSON.
+
+Lifecycle: a run that times out, is cancelled, whose process died by a signal, whose server
+vanished, that left something the server could not clean (`dirty`), or that reached its budget
+retires its worker: `Launcher.kill`, then a replacement starts in the background. Planned
+retirement costs no waiting: a worker whose budget is nearly spent (the last quarter) starts its
+successor first and keeps serving meanwhile, and the budgets of the first pool are staggered
+(`max_uses`, then 3/4, 1/2, ... of it), so workers do not all come up for replacement at once; a
+run waits on a start-up only when no other worker is there (a pool of one, or crashes).
+Background tasks hold a small `_Pool` state, never the sandbox (STYLE.md 6); `aclose()` ends
+them. Pool start is concurrent, and `run()` takes the first worker that is ready.
+
+Reuse mode (`SandboxLimits.reuse_process`): the server runs every request in one process (see
+server.py for what that does and does not isolate). Each request then carries a random id the
+reply must echo: a reply with another id was written by an earlier run's code into the socket,
+so the worker is retired and the request rerun once on another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from sandbox.base import ExecResult
+from sandbox.errors import SandboxError, SandboxUnavailable
+from sandbox.limits import SandboxLimits
+
+__all__ = ["MOUNT", "PRELOAD", "Launcher", "WorkerPool", "executor_source", "server_config", "timeout_message"]
+
+logger = structlog.get_logger(__name__)
+
+PRELOAD = ("sympy", "numpy")  # imported once per server, before any request
+MOUNT = "/run/alphamath"  # where the socket directory appears inside the sandbox
+_SOCKET = "s"
+_FRAME = 4
+_START_TIMEOUT_S = 120.0
+_MAX_START_FAILURES = 3
+
+
+def timeout_message(timeout_s: float) -> str:
+    """AlphaMath's timeout observation, with our limit in place of its 15 s."""
+    return (
+        f"TimeoutError: Execution of the code snippet has timed out for exceeding {timeout_s:g} seconds."
+    )
+
+
+def executor_source() -> str:
+    """The program run inside every sandbox: executor.py, then server.py (whose `from __future__`
+    line must go: it may only open a file, and executor.py's already covers the whole text)."""
+    files = importlib.resources.files("sandbox")
+    executor = files.joinpath("executor.py").read_text(encoding="utf-8")
+    server = files.joinpath("server.py").read_text(encoding="utf-8")
+    return executor + "\n\n" + server.replace("from __future__ import annotations\n", "", 1)
+
+
+def server_config(limits: SandboxLimits, preload: Sequence[str], *, nproc: bool) -> str:
+    """The server's CONFIG argument. `nproc`: set RLIMIT_NPROC (not under Docker, where it would
+    count the uid across every container; the cgroup's pids limit bounds processes there)."""
+    rlimits: dict[str, Any] = {
+        "memory_mb": limits.memory_mb,
+        "cpu_s": limits.cpu_s,
+        "file_size_mb": limits.file_size_mb,
+        "max_output_bytes": limits.max_output_bytes,
+    }
+    if nproc:
+        rlimits["nproc"] = limits.nproc
+    return json.dumps({"limits": rlimits, "preload": list(preload), "reuse": limits.reuse_process})
+
+
+class Launcher(Protocol):
+    """Starts and kills the sandboxes of one backend."""
+
+    backend: str  # for logs and messages
+
+    async def start(self, sockdir: str) -> Any:
+        """Start a sandbox whose server connects to `MOUNT`/s, with `sockdir` mounted there
+        read-only; return a handle."""
+        ...
+
+    async def ended(self, handle: Any) -> str:
+        """Return (why) once the sandbox has ended; used to fail a start-up early. May never
+        return where ending is not cheaply observable."""
+        ...
+
+    async def kill(self, handle: Any) -> None:
+        """Kill the sandbox and everything in it; idempotent."""
+        ...
+
+
+class _Overflow(Exception):
+    pass
+
+
+async def _read_frame(reader: asyncio.StreamReader, cap: int) -> Any:
+    size = int.from_bytes(await reader.readexactly(_FRAME), "big")
+    if size > cap:
+        raise _Overflow
+    return json.loads(await reader.readexactly(size))
+
+
+@dataclass(eq=False)
+class _Worker:
+    handle: Any
+    sockdir: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    budget: int  # runs before retirement (<= max_uses; the first pool's budgets are staggered)
+    uses: int = 0
+    successor: bool = False  # its replacement is already starting
+
+
+@dataclass(eq=False)
+class _Pool:
+    """What the pool's background tasks share with `WorkerPool`: they take this, never the
+    sandbox itself (STYLE.md 6), and `WorkerPool.aclose()` shuts them down through it."""
+
+    limits: SandboxLimits
+    launcher: Launcher
+    root: str = ""
+    idle: asyncio.Queue[_Worker | BaseException] = field(default_factory=asyncio.Queue)
+    workers: set[_Worker] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    failures: int = 0
+    closed: bool = False
+
+
+def _background(pool: _Pool, coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro)
+    pool.tasks.add(task)
+    task.add_done_callback(pool.tasks.discard)
+
+
+def _spawn_later(pool: _Pool, budget: int, delay_s: float = 0.0) -> None:
+    _background(pool, _spawn(pool, budget, delay_s))
+
+
+async def _spawn(pool: _Pool, budget: int, delay_s: float) -> None:
+    """Start one worker and add it to the pool; on failure retry with a back-off."""
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    if pool.closed:
+        return
+    try:
+        worker = await _start_worker(pool, budget)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        pool.failures += 1
+        logger.error("sandbox_worker_start_failed", backend=pool.launcher.backend, error=str(exc),
+                     failures=pool.failures)
+        if pool.failures >= _MAX_START_FAILURES and not pool.workers:
+            pool.idle.put_nowait(SandboxError(f"{pool.launcher.backend} sandboxes fail to start: {exc}"))
+        else:
+            _spawn_later(pool, budget, min(0.5 * pool.failures, 5.0))
+        return
+    pool.failures = 0
+    if pool.closed:
+        await _kill(pool, worker)
+        return
+    pool.workers.add(worker)
+    pool.idle.put_nowait(worker)
+
+
+async def _start_worker(pool: _Pool, budget: int) -> _Worker:
+    sockdir = tempfile.mkdtemp(dir=pool.root)
+    os.chmod(sockdir, 0o755)
+    path = os.path.join(sockdir, _SOCKET)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    handle = None
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o777)  # the sandbox's unprivileged user connects
+        listener.listen(1)
+        listener.setblocking(False)
+        handle = await pool.launcher.start(sockdir)
+        loop = asyncio.get_running_loop()
+        ended = asyncio.ensure_future(pool.launcher.ended(handle))
+        try:
+            async with asyncio.timeout(_START_TIMEOUT_S):
+                accept = asyncio.ensure_future(loop.sock_accept(listener))
+                await asyncio.wait({accept, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not accept.done():
+                    accept.cancel()
+                    raise SandboxError(f"the sandbox ended before its server connected: {ended.result()}")
+                conn, _ = accept.result()
+                reader, writer = await asyncio.open_unix_connection(sock=conn, limit=1 << 20)
+                hello = await _read_frame(reader, 4096)
+        finally:
+            ended.cancel()
+        if not isinstance(hello, dict) or not hello.get("hello"):
+            raise SandboxError(f"unexpected hello from the sandbox server: {hello!r}")
+        return _Worker(handle=handle, sockdir=sockdir, reader=reader, writer=writer, budget=budget)
+    except BaseException:
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                await pool.launcher.kill(handle)
+        shutil.rmtree(sockdir, ignore_errors=True)
+        raise
+    finally:
+        listener.close()
+
+
+async def _kill(pool: _Pool, worker: _Worker) -> None:
+    """Kill the worker's sandbox and forget it."""
+    pool.workers.discard(worker)
+    worker.writer.close()
+    try:
+        await pool.launcher.kill(worker.handle)
+    finally:
+        shutil.rmtree(worker.sockdir, ignore_errors=True)
+
+
+def _retire(pool: _Pool, worker: _Worker) -> None:
+    """Kill `worker` in the background; start its replacement unless that already started
+    (`successor`)."""
+    pool.workers.discard(worker)
+    _background(pool, _kill(pool, worker))
+    if not pool.closed and not worker.successor:
+        worker.successor = True
+        _spawn_later(pool, pool.limits.max_uses)
+
+
+def _release(pool: _Pool, worker: _Worker, keep: bool) -> None:
+    """After a run: back to the pool, or retired. A worker near the end of its budget starts its
+    successor first and keeps serving meanwhile, so reaching `max_uses` never empties the pool."""
+    worker.uses += 1
+    if not keep or pool.closed or worker.uses >= worker.budget:
+        if worker in pool.workers:
+            _retire(pool, worker)
+        return
+    if not worker.successor and worker.budget - worker.uses <= max(1, worker.budget // 4):
+        worker.successor = True
+        _spawn_later(pool, pool.limits.max_uses)
+    pool.idle.put_nowait(worker)
+
+
+class WorkerPool:
+    """The `Sandbox` run logic over a warm pool of launcher-started servers. `await start()`
+    before `run()`; `aclose()` kills every sandbox."""
+
+    def __init__(self, limits: SandboxLimits, launcher: Launcher) -> None:
+        self.limits = limits
+        self._pool = _Pool(limits=limits, launcher=launcher)
+        self._reuse = limits.reuse_process
+        self._backend = launcher.backend
+        self._started = False
+        # The reply is capped in the sandbox to max_output_bytes; allow for JSON framing.
+        self._cap = limits.max_output_bytes + 4096
+
+    @property
+    def workers(self) -> set[_Worker]:
+        return self._pool.workers
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    async def start(self) -> None:
+        """Start the pool; wait for the first worker (raise SandboxUnavailable if none comes)."""
+        if self._started:
+            return
+        pool = self._pool
+        pool.root = tempfile.mkdtemp(prefix=f"alphamath-{self._backend}-")
+        os.chmod(pool.root, 0o711)  # an unprivileged sandbox (bwrap) must reach its socket dir
+        self._started = True
+        # Staggered budgets (max_uses, then 3/4, 1/2, ... of it for a pool of 4): the first
+        # workers reach the end of their budgets at different times, not all at once.
+        size, max_uses = self.limits.pool_size, self.limits.max_uses
+        for i in range(size):
+            _spawn_later(pool, max_uses - (i * max_uses) // size)
+        # The first run must not wait for the whole pool, but start() reports a broken setup.
+        first = await pool.idle.get()
+        if isinstance(first, BaseException):
+            await self.aclose()
+            raise SandboxUnavailable(f"cannot start a {self._backend} sandbox: {first}") from first
+        pool.idle.put_nowait(first)
+
+    async def aclose(self) -> None:
+        """Kill every sandbox (in-flight runs then report the close); later runs raise."""
+        pool = self._pool
+        if pool.closed:
+            return
+        pool.closed = True
+        await asyncio.gather(*(_kill(pool, w) for w in list(pool.workers)), return_exceptions=True)
+        while pool.tasks:  # spawns in flight kill their own sandbox once they see `closed`
+            await asyncio.gather(*list(pool.tasks), return_exceptions=True)
+        while not pool.idle.empty():
+            pool.idle.get_nowait()
+        if pool.root:
+            shutil.rmtree(pool.root, ignore_errors=True)
+
+    async def _acquire(self) -> _Worker:
+        pool = self._pool
+        while True:
+            item = await pool.idle.get()
+            if isinstance(item, BaseException):
+                pool.idle.put_nowait(item)  # every waiter sees it
+                raise SandboxError(str(item)) from item
+            if item in pool.workers:
+                if item.reader.at_eof():  # its server died while idle
+                    _retire(pool, item)
+                    continue
+                return item
+
+    async def run(self, code: str, *, history: Sequence[str] = (), timeout_s: float) -> ExecResult:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        request: dict[str, Any] = {"history": list(history), "code": code}
+        for _ in range(2):  # a second attempt only after a stale reply (reuse mode)
+            request_id = os.urandom(8).hex() if self._reuse else None
+            if request_id is not None:
+                request["id"] = request_id
+            payload = json.dumps(request).encode("ascii")
+            outcome = await self._attempt(len(payload).to_bytes(_FRAME, "big") + payload, request_id,
+                                          timeout_s)
+            if outcome is not None:
+                return outcome
+        return ExecResult(stdout="", error="RuntimeError: malformed reply from the sandbox server",
+                          timed_out=False, duration_s=0.0)
+
+    async def _attempt(self, frame: bytes, request_id: str | None, timeout_s: float) -> ExecResult | None:
+        """One run on one worker; None when its reply was stale (another run's id)."""
+        worker = await self._acquire()
+        started = time.monotonic()
+        keep = False
+        try:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    worker.writer.write(frame)
+                    await worker.writer.drain()
+                    reply = await _read_frame(worker.reader, self._cap)
+            except TimeoutError:
+                return _result("", timeout_message(timeout_s), True, started)
+            except _Overflow:
+                return _result(
+                    "", f"RuntimeError: sandbox output exceeded {self.limits.max_output_bytes} bytes",
+                    False, started)
+            except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
+                if self.closed:
+                    return _result("", "RuntimeError: the sandbox was closed while the code ran",
+                                   False, started)
+                return _result("", "RuntimeError: sandbox server died", False, started)
+            if (request_id is not None and isinstance(reply, dict) and "signal" not in reply
+                    and reply.get("id") != request_id):
+                logger.warning("sandbox_stale_reply", backend=self._backend)
+                return None
+            stdout, error, timed_out, keep = self._interpret(reply, timeout_s)
+            return _result(stdout, error, timed_out, started)
+        finally:
+            _release(self._pool, worker, keep)
+
+    def _interpret(self, reply: Any, timeout_s: float) -> tuple[str, str | None, bool, bool]:
+        """(stdout, error, timed_out, keep_worker) from the server's reply."""
+        if not isinstance(reply, dict):
+            return "", "RuntimeError: malformed reply from the sandbox server", False, False
+        keep = not reply.get("dirty")
+        if reply.get("overflow"):
+            return "", f"RuntimeError: sandbox output exceeded {self.limits.max_output_bytes} bytes", False, keep
+        if "signal" in reply:
+            number = int(reply["signal"])
+            cpu = float(reply.get("cpu_s", 0.0))
+            if number in (signal.SIGXCPU, signal.SIGKILL) and cpu >= self.limits.cpu_s - 0.5:
+                return "", timeout_message(timeout_s), True, False  # RLIMIT_CPU
+            try:
+                name = signal.Signals(number).name
+                return "", f"RuntimeError: sandbox process died ({name}, signal {number})", False, False
+            except ValueError:
+                return "", f"RuntimeError: sandbox process died (signal {number})", False, False
+        fatal = reply.get("fatal")
+        if isinstance(fatal, str):
+            logger.error("sandbox_setup_failed", backend=self._backend, detail=fatal)
+            return "", f"RuntimeError: {fatal}", False, False
+        stdout, error = reply.get("stdout"), reply.get("error")
+        if isinstance(stdout, str) and (error is None or isinstance(error, str)):
+            return stdout, error, False, keep
+        return "", "RuntimeError: malformed reply from the sandbox server", False, False
+
+
+def _result(stdout: str, error: str | None, timed_out: bool, started: float) -> ExecResult:
+    return ExecResult(stdout=stdout, error=error, timed_out=timed_out,
+                      duration_s=time.monotonic() - started)

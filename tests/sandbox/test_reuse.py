@@ -1,0 +1,115 @@
+"""Reuse mode (`SandboxLimits.reuse_process`) on both pools: a pool of ONE worker, so consecutive
+runs provably share a process, and nothing of one run is visible to the next — or the worker
+was replaced."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from sandbox import BwrapSandbox, DockerSandbox, SandboxLimits
+from tests.sandbox.conftest import BWRAP_MISSING, DOCKER_MISSING, DOCKER_REASON, HAVE_BWRAP
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+ONE = SandboxLimits(pool_size=1, max_uses=1000, tmpfs_mb=8, reuse_process=True)
+# Which worker answered: a replacement is a new sandbox whose worker may get the same pid (and
+# namespace inode, recycled), but it started later (clock ticks since boot, not namespaced).
+PID = "print(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])"
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=[
+    pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason=BWRAP_MISSING)),
+    pytest.param("docker", marks=pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)),
+])
+async def one_box(request: pytest.FixtureRequest) -> AsyncIterator[BwrapSandbox | DockerSandbox]:
+    box: BwrapSandbox | DockerSandbox = (BwrapSandbox if request.param == "bwrap" else DockerSandbox)(ONE)
+    await box.start()
+    try:
+        yield box
+    finally:
+        await box.aclose()
+
+
+async def _observe(box: BwrapSandbox | DockerSandbox, code: str) -> str:
+    result = await box.run(code, timeout_s=20)
+    assert not result.timed_out, result
+    return result.observation
+
+
+async def test_runs_share_one_limited_process(one_box: BwrapSandbox | DockerSandbox) -> None:
+    code = "import os, resource\nprint(os.getpid(), resource.getrlimit(resource.RLIMIT_AS)[0])"
+    first, second = [await _observe(one_box, code) for _ in range(2)]
+    assert first == second == f"{first.split()[0]} {ONE.memory_mb << 20}"
+
+
+async def test_no_state_leaks_between_runs(one_box: BwrapSandbox | DockerSandbox) -> None:
+    pid = await _observe(one_box, PID)
+    plant = (
+        "import os, sys, builtins, random, sched, signal\n"
+        "leak_global = 1\n"
+        "sched.LEAK = 1\n"  # a module this run imported, monkeypatched
+        "sys.modules['json'] = None\n"
+        "builtins.LEAK = 1\n"
+        "os.environ['LEAK'] = '1'\n"
+        "os.chdir('/')\n"
+        "open('/tmp/leak', 'w').write('x')\n"
+        "os.makedirs('/tmp/d/e'); os.chmod('/tmp/d', 0)\n"
+        "sys.setrecursionlimit(50)\n"
+        "sys.stdout.close()\n"
+        "random.seed(1)\n"
+        "signal.signal(signal.SIGALRM, lambda *a: None); signal.setitimer(signal.ITIMER_REAL, 100)\n"
+        "class Finalized:\n"
+        "    def __del__(self): builtins.FINALIZED = 1\n"
+        "cycle = Finalized(); cycle.me = cycle\n"
+        "print('planted')"
+    )
+    assert await _observe(one_box, plant) == "planted"
+    check = (
+        "import os, sys, builtins, sched, random, signal\n"
+        "print(sorted(os.listdir('/tmp')), hasattr(builtins, 'LEAK'), hasattr(builtins, 'FINALIZED'),"
+        " sys.modules.get('json') is None, 'leak_global' in globals(), hasattr(sched, 'LEAK'),"
+        " 'LEAK' in os.environ, os.getcwd(), sys.getrecursionlimit() > 50,"
+        " signal.getitimer(signal.ITIMER_REAL), signal.getsignal(signal.SIGALRM) is signal.SIG_DFL)"
+    )
+    assert await _observe(one_box, check) == (
+        "[] False False False False False False /tmp True (0.0, 0.0) True")
+    # Uncaptured prints still work (stdout was closed), and random starts where a fresh child
+    # would: the same state on every run.
+    rolls = "import random\nprint('x')\nrandom.random()"
+    assert await _observe(one_box, rolls) == await _observe(one_box, rolls)
+    assert await _observe(one_box, PID) == pid  # all of the above without replacing the worker
+
+
+@pytest.mark.parametrize("code", [
+    "import threading, time\nthreading.Thread(target=time.sleep, args=(100,), daemon=True).start()",
+    "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)",
+    "x = bytearray(4 * 10**9)",
+    "def f(): f()\nf()",
+    "import sys\nsys.addaudithook(lambda *a: None)",
+    "import os\nos.open('/tmp', os.O_RDONLY)",
+], ids=["thread", "process", "memory-error", "recursion-error", "audit-hook", "leaked-fd"])
+async def test_what_cannot_be_reset_replaces_the_worker(one_box: BwrapSandbox | DockerSandbox,
+                                                       code: str) -> None:
+    pid = await _observe(one_box, PID)
+    await one_box.run(code, timeout_s=20)
+    assert await _observe(one_box, PID) != pid
+    assert await _observe(one_box, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))") in (
+        "2", "3")  # init (docker's or the supervisor), supervisor and worker: nothing left behind
+
+
+async def test_a_frame_forged_into_the_socket_never_reaches_another_run(
+        one_box: BwrapSandbox | DockerSandbox) -> None:
+    forge = (
+        "import os, json\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):\n"
+        "        data = json.dumps({'stdout': 'forged', 'error': None, 'id': '0'}).encode()\n"
+        "        os.write(int(fd), len(data).to_bytes(4, 'big') + data)\n"
+        "print('real')"
+    )
+    # Each attempt's worker answers with the forged frame first: retired, rerun once, then given up.
+    assert await _observe(one_box, forge) == "RuntimeError: malformed reply from the sandbox server"
+    assert [await _observe(one_box, "print(6 * 7)") for _ in range(3)] == ["42"] * 3

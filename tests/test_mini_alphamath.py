@@ -1,0 +1,65 @@
+"""benchmarks/mini_alphamath.py end to end at toy scale: warm start, one round, the table, and a
+second run that finds everything done (resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "mini_alphamath.py"
+TOY = ["--seeds", "0", "--rounds", "1", "--layers", "1", "--hidden", "64", "--sft-rows", "48,16",
+       "--test", "3", "--mcts-test", "2", "--train-questions", "2", "--train-iterations", "2",
+       "--strategies", "greedy,sbs_1_5,mcts_n40", "--engine", "hf", "--sandbox", "bwrap",
+       "--set", "strategy.max_tokens=48", "--set", "strategy.iterations=3", "--no-progress"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)")]
+
+
+def _run(out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--release", str(out / "release"),
+                           *TOY], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_toy_run_writes_every_artifact_and_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "mini"
+    proc = _run(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seed = out / "seed0"
+    for path in ("base/mini_spec.json", "warm/train_summary.json", "warm-2/train_summary.json",
+                 "sft_rows-2.jsonl", "round1/trees.jsonl",
+                 "round1/train_rows.jsonl", "round1/model/value_head.safetensors",
+                 "eval/warm/greedy.jsonl", "eval/round1/sbs_1_5.jsonl", "eval/round1/mcts_n40.jsonl"):
+        assert (seed / path).is_file(), path
+    assert len((seed / "eval/warm/greedy.jsonl").read_text().splitlines()) == 3
+    assert len((seed / "eval/warm/mcts_n40.jsonl").read_text().splitlines()) == 2
+    table = (out / "table.md").read_text()
+    assert "| seed | stage | greedy | SBS(1,5) | MCTS(40) |" in table
+    assert "| 0 | warm start |" in table and "| 0 | round 1 |" in table
+    records = json.loads((out / "table.json").read_text())
+    assert {(r["stage"], r["strategy"]) for r in records} == {
+        (stage, s) for stage in ("warm start", "round 1") for s in ("greedy", "SBS(1,5)", "MCTS(40)")}
+    sbs = next(r for r in records if r["strategy"] == "SBS(1,5)")
+    assert sbs["n"] == 3 and sbs["gain_low"] <= sbs["gain"] <= sbs["gain_high"]
+    mcts = next(r for r in records if r["strategy"] == "MCTS(40)")
+    assert mcts["n"] == 2  # paired with greedy on the first two problems only
+    card = (out / "release" / "README.md").read_text()
+    assert table in card and "round1" in card and "--rounds 1" in card
+    assert (out / "release" / "value_head.safetensors").is_file()
+
+    # Everything is done: a second run trains and searches nothing and prints the same table.
+    started = time.monotonic()
+    again = _run(out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "table.md").read_text() == table
+    assert "train" not in again.stdout and time.monotonic() - started < 120

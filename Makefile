@@ -15,8 +15,9 @@ APT_PKGS := bubblewrap python3 python3-sympy python3-numpy python3-scipy
 MAIN_MODEL  ?= models/mini-alphamath
 MAIN_N      ?= 300
 MAIN_OUT    ?= runs/main
-# vLLM's CPU build: a 2 GiB KV cache, the engine in this process, no model hub.
-VLLM_ENV    := VLLM_CPU_KVCACHE_SPACE=2 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
+# vLLM's CPU build: a 2 GiB KV cache, no multiprocessing front end, no model hub, warnings only.
+VLLM_ENV    := VLLM_CPU_KVCACHE_SPACE=2 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1 \
+               VLLM_LOGGING_LEVEL=WARNING PYTHONWARNINGS=ignore::FutureWarning
 MAIN_EVAL   := $(VLLM_ENV) $(PY) cli.py eval --dataset synth-arith-hard:test:$(MAIN_N) \
                --model $(MAIN_MODEL) --engine vllm --sandbox-reuse --set strategy.max_tokens=160
 SMOKE_MODEL ?= .cache/tiny-model

@@ -5,7 +5,7 @@ the paper-style table (greedy, maj@5, SBS(1,5), SBS(3,5), MCTS(N=40)) after each
         [--test 1000] [--mcts-test 200] [--sft-rows 24000,24000] [--train-questions 400] ...
 
 Per training seed, in OUT/seed<S>/:
-  base/                 tokenizer + random-weight Qwen2 (training/mini.py: 4 layers, d 256, ~3.3 M)
+  base/                 tokenizer + random-weight Qwen2 (training/mini.py: 4 layers, d 256, ~3.4 M)
   sft_rows*.jsonl, warm*/ the warm start: SFT cycles on correct synthetic solutions
                         (synth-arith-hard), warm/ then warm-2/ ... from the previous cycle
   round<k>/trees.jsonl  MCTS with the ground truth on fresh training questions (the

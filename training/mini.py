@@ -7,8 +7,8 @@
 The recipe is docs/MINI.md's feasibility run: 4 layers, d_model 256, 4 heads (head_dim 64:
 vLLM's CPU attention needs >= 32), tied embeddings, a byte-level BPE tokenizer with single
 digits and whole format tags, trained on the synthetic solutions (~650 entries), AdamW at lr 1.5e-3, batch 32,
-the loss masked on the question and on the pasted-in interpreter outputs. ~3.3 M parameters, so
-a float16 copy of the weights is ~7 MB (the size the project can ship).
+the loss masked on the question and on the pasted-in interpreter outputs. ~3.4 M parameters, so
+a float16 copy of the weights is 6.8 MB (the size the project can ship).
 
 The model is a plain transformers checkpoint with `value_head.safetensors` (DESIGN.md), so the
 hf and vLLM engines and `training.train` serve and train it like any other model.

@@ -38,11 +38,9 @@ requests interleave.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Iterable
 from dataclasses import replace
-from typing import TypeVar
 
+from runtime.aio import gather_cancelling
 from runtime.config import StrategyConfig
 from runtime.problem import Problem
 from runtime.react import SENTINEL_TOO_MANY_STEPS, ReactFormat, get_format, is_sentinel
@@ -50,24 +48,7 @@ from runtime.tree import Node, Tree
 from strategies.base import SearchResult, Solution, SolveContext, SolveStats
 from strategies.expand import expand
 
-__all__ = ["BeamSearchStrategy", "gather_cancelling", "merge_duplicates", "renumber"]
-
-T = TypeVar("T")
-
-
-async def gather_cancelling(aws: Iterable[Awaitable[T]]) -> list[T]:
-    """`asyncio.gather` that cancels (and awaits) the siblings when one fails or the caller is
-    cancelled, so no engine request outlives the search that wanted it. Unlike a TaskGroup it
-    re-raises the first error as it is, not wrapped in an ExceptionGroup, so an error row names
-    the real error."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+__all__ = ["BeamSearchStrategy", "merge_duplicates", "renumber"]
 
 
 def merge_duplicates(children: list[Node]) -> list[Node]:

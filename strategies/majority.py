@@ -47,7 +47,8 @@ from runtime.errors import ConfigError
 from runtime.problem import Problem
 from runtime.tree import Tree
 from strategies.base import Grade, SearchResult, Solution, SolveContext, SolveStats, StrategyFactory
-from strategies.beam import BeamSearchStrategy, gather_cancelling
+from runtime.aio import gather_cancelling
+from strategies.beam import BeamSearchStrategy
 from strategies.greedy import GreedyStrategy
 
 __all__ = ["Cluster", "MajorityVoteStrategy", "Vote", "cluster_votes", "merge_trees"]

@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime.aio import gather_cancelling
 from runtime.engine import Completion, SamplingParams
 from runtime.engines.value_head import VALUE_HEAD_FILES, find_value_head_file, load_value_head
 from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
@@ -441,14 +442,7 @@ class VLLMEngine:
             raise EngineError("cannot compute the value of an empty prompt")
         if any(len(ids) > self.max_model_len for ids in encoded):
             raise PromptTooLongError(f"value prompt is longer than the model's context ({self.max_model_len} tokens)")
-        tasks = [asyncio.ensure_future(self._value_one(ids)) for ids in encoded]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await gather_cancelling(self._value_one(ids) for ids in encoded)
 
     async def aclose(self) -> None:
         """Fail requests in flight with EngineError, then shut both engines down."""

@@ -379,9 +379,11 @@ def train(config: TrainConfig, *,
     # 4) the loop: one optimizer step = grad_accum micro-batches
     model.train()
     head.train()
+    order_epoch, order = -1, list[int]()
     while step < stop_at:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        order = _epoch_order(encoded, config, epoch)
+        if epoch != order_epoch:  # the same permutation for every step of the epoch: build it once
+            order_epoch, order = epoch, _epoch_order(encoded, config, epoch)
         first = in_epoch * config.grad_accum
         micro = range(first, min(first + config.grad_accum, micro_per_epoch))
         opt.zero_grad(set_to_none=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,48 @@ class Engine(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """Engine-side counters over an engine's life, for the run summary.
+
+    A step is one forward pass of the policy over its running batch; `batched_rows` sums the
+    sequences in that batch (a request with `n` samples is `n` of them) over the `steps` that ran
+    at least one. The prefix-cache counts are prompt tokens looked up in / found in the cache, None
+    where the engine has no prefix cache. Plain counters, so two snapshots can be subtracted.
+    """
+
+    steps: int = 0
+    batched_rows: int = 0
+    prefix_cache_queries: int | None = None
+    prefix_cache_hits: int | None = None
+
+    @property
+    def mean_running_batch(self) -> float | None:
+        return self.batched_rows / self.steps if self.steps else None
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        if not self.prefix_cache_queries or self.prefix_cache_hits is None:
+            return None
+        return self.prefix_cache_hits / self.prefix_cache_queries
+
+    def to_json(self) -> dict[str, Any]:
+        return {"engine_steps": self.steps, "mean_running_batch": self.mean_running_batch,
+                "prefix_cache_queries": self.prefix_cache_queries,
+                "prefix_cache_hits": self.prefix_cache_hits,
+                "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
+
+
+@runtime_checkable
+class ReportsMetrics(Protocol):
+    """An engine that can say how well it batched. Optional: not part of `Engine`, so scripted
+    and remote engines need not pretend to know."""
+
+    def metrics(self) -> EngineMetrics: ...
+
+
+def engine_metrics(engine: object) -> EngineMetrics | None:
+    """`engine.metrics()` where the engine reports them, else None."""
+    return engine.metrics() if isinstance(engine, ReportsMetrics) else None

@@ -17,6 +17,7 @@ import structlog
 from evals.datasets import count_dataset, load_dataset
 from evals.grader import Grader
 from runtime.config import EvalConfig, default_sandbox_concurrency
+from runtime.engine import engine_metrics
 from runtime.engines import open_engine
 from runtime.errors import ConfigError
 from runtime.problem import Problem
@@ -139,6 +140,8 @@ async def _evaluate(config: EvalConfig, strategy: Strategy, done_ids: set[str], 
                     strategy_name=strategy.name, on_row=on_row)
             finally:
                 await writer.aclose()
+        summary.engine = engine_metrics(engine)  # while it is open: a closed engine owes no answers
     log.info("run_end", finished=summary.finished, correct=summary.correct, errors=summary.errors,
-             wall_s=round(summary.wall_s, 3), **summary.totals)
+             wall_s=round(summary.wall_s, 3), **summary.totals,
+             **(summary.engine.to_json() if summary.engine is not None else {}))
     return summary

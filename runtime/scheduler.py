@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from runtime.engine import EngineMetrics
 from runtime.problem import Problem
 from runtime.results import ResultsWriter
 
@@ -46,6 +47,7 @@ class RunSummary:
     skipped: int = 0
     wall_s: float = 0.0
     totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_TOTALS, 0.0))
+    engine: EngineMetrics | None = None  # the policy engine's own counters, where it reports them
 
     def add_stats(self, stats: dict[str, Any] | None) -> None:
         for key in _TOTALS:
@@ -53,10 +55,17 @@ class RunSummary:
 
     def describe(self) -> str:
         t = self.totals
-        return (f"{int(t['generated_tokens'])} tokens in {int(t['engine_calls'])} generate + "
+        text = (f"{int(t['generated_tokens'])} tokens in {int(t['engine_calls'])} generate + "
                 f"{int(t['value_calls'])} value requests; {int(t['code_runs'])} code runs "
                 f"({int(t['code_timeouts'])} timed out); waited {t['generate_wait_s']:.1f} s on "
                 f"generation and {t['sandbox_wait_s']:.1f} s on the sandbox (summed over problems)")
+        parts = []
+        if self.engine is not None:
+            if (batch := self.engine.mean_running_batch) is not None:
+                parts.append(f"mean running batch {batch:.1f}")
+            if (rate := self.engine.prefix_cache_hit_rate) is not None:
+                parts.append(f"prefix-cache hit rate {rate:.0%}")
+        return f"{text}; engine: {', '.join(parts)}" if parts else text
 
 
 def error_row(problem: Problem, exc: BaseException, config_hash: str, strategy: str,

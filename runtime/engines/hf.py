@@ -15,6 +15,8 @@ How it runs:
   max_tokens; finished rows are dropped from the batch (and its cache) as they finish.
 - No prefix caching: every batch prefills its prompts from scratch. That is fine for tests and
   small models; use the vLLM engine where sibling prompts sharing prefixes matter.
+- `metrics()`: the running batch is the rows of each forward pass (the prefill and every decode
+  step; rows leave as they finish), the same measure as vLLM's running requests per step.
 
 Semantics (as vLLM's defaults):
 - `text` is cut BEFORE the stop string that matched (`stop_reason` = that string, finish "stop");
@@ -43,7 +45,7 @@ from typing import Any
 
 import torch
 
-from runtime.engine import Completion, SamplingParams
+from runtime.engine import Completion, EngineMetrics, SamplingParams
 from runtime.engines.batcher import MicroBatcher
 from runtime.engines.value_head import VALUE_HEAD_FILES, load_value_head
 from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
@@ -380,6 +382,12 @@ class HFEngine:
     @property
     def stats(self) -> EngineStats:
         return self._worker.stats
+
+    def metrics(self) -> EngineMetrics:
+        """Rows per forward pass of `generate` (value batches are not counted); no prefix cache."""
+        s = self._worker.stats
+        # every forward pass, prefill or decode step, samples one token for each of its rows
+        return EngineMetrics(steps=s.generate_batches + s.decode_steps, batched_rows=s.generated_tokens)
 
     @property
     def has_value_head(self) -> bool:

@@ -35,6 +35,10 @@ Errors (one line each, never a hang)
   vLLM's "prompt + max_tokens > context" when the prompt itself fits: then retried once with
   `max_tokens` clamped to what is left (what HFEngine does: it stops with finish "length").
 - A cancelled caller closes its HTTP connection (aiohttp aborts it); the server sees the client go.
+
+Metrics: no `metrics()` (the run summary shows no running batch or prefix-cache hit rate). A
+server's batch and cache counters cover every client of every replica, not this run; read them
+from the servers (vLLM: `/metrics`).
 """
 
 from __future__ import annotations

@@ -30,6 +30,18 @@ Semantics (as `HFEngine`, which follows vLLM's defaults):
 - A prompt with as many tokens as the context (or more) raises PromptTooLongError (values: more
   tokens than the context).
 - Cancelling a `generate()` / `value()` aborts its vLLM request(s).
+
+Metrics (`metrics()`, for the run summary): the policy engine gets one custom stat logger (vLLM
+v1's `StatLoggerBase`, passed to `AsyncLLM.from_engine_args(stat_loggers=...)`), which vLLM calls on
+the event loop with each engine step's `SchedulerStats`. It adds up `num_running_reqs` (sequences:
+vLLM runs each of a request's `n` samples as its own request) over the steps that report at least
+one, and the prefix cache's `queries` / `hits` (prompt tokens of newly scheduled requests, as
+vLLM's own hit-rate metric counts them). vLLM reads the running count after the step, with the
+requests that finished in it already gone, so the mean runs slightly low when requests are short.
+`disable_log_stats` stays True: a custom logger turns vLLM's stats on without its console logger
+(`LoggingStatLogger`). vLLM still adds its Prometheus logger (it always does once stats are on);
+its gauges and histograms cost the event loop well under a millisecond per step (0.46 ms measured
+on a loaded 2-core CPU with 8 requests running). The value engine collects nothing.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.aio import gather_cancelling
-from runtime.engine import Completion, SamplingParams
+from runtime.engine import Completion, EngineMetrics, SamplingParams
 from runtime.engines.value_head import VALUE_HEAD_FILES, find_value_head_file, load_value_head
 from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
 
@@ -220,11 +232,52 @@ def _max_positions(model_dir: Path) -> int | None:
     return int(n) if n else None
 
 
-def _make_async_llm(**kwargs: Any) -> Any:
+def _make_async_llm(*, stat_loggers: list[Any] | None = None, **kwargs: Any) -> Any:
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs), stat_loggers=stat_loggers)
+
+
+class _StepCounts:
+    """What the policy engine's stat logger has seen (see "Metrics" above). Written and read on
+    the event loop only."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.rows = 0
+        self.queries = 0
+        self.hits = 0
+
+    def add(self, stats: Any) -> None:
+        running = stats.num_running_reqs
+        if running > 0:
+            self.steps += 1
+            self.rows += running
+        cache = stats.prefix_cache_stats
+        if cache is not None:
+            self.queries += cache.queries
+            self.hits += cache.hits
+
+
+def _stat_logger(counts: _StepCounts) -> Any:
+    """A per-engine stat logger class for `AsyncLLM` that feeds `counts` (vLLM imported here)."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _CountingStatLogger(StatLoggerBase):
+        # Holds `counts`, never the VLLMEngine: AsyncLLM keeps its loggers until it is collected.
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.counts = counts
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                   engine_idx: int = 0) -> None:
+            if scheduler_stats is not None:
+                self.counts.add(scheduler_stats)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return _CountingStatLogger
 
 
 def _already_shut_down(*args: object, **kwargs: object) -> None:
@@ -234,7 +287,8 @@ def _already_shut_down(*args: object, **kwargs: object) -> None:
 class VLLMEngine:
     """vLLM behind the `Engine` protocol; build it with `await VLLMEngine.load(...)`."""
 
-    def __init__(self, *, name: str, policy: Any, value_llm: Any | None, max_model_len: int) -> None:
+    def __init__(self, *, name: str, policy: Any, value_llm: Any | None, max_model_len: int,
+                 step_counts: _StepCounts | None = None) -> None:
         self._has_value = value_llm is not None
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -250,6 +304,8 @@ class VLLMEngine:
         self._prefix = uuid.uuid4().hex[:8]
         self._inflight: dict[str, Any] = {}  # request id -> the AsyncLLM serving it
         self._closed = False
+        self._counts = step_counts if step_counts is not None else _StepCounts()
+        self._prefix_caching = bool(policy.vllm_config.cache_config.enable_prefix_caching)
 
     # ---- construction --------------------------------------------------------------------
 
@@ -324,10 +380,11 @@ class VLLMEngine:
         policy_util = gpu_memory_utilization * (1 - value_memory_fraction if want_value else 1)
         value_util = gpu_memory_utilization * value_memory_fraction
         policy = value_llm = None
+        counts = _StepCounts()
         try:
             policy_dir = str(policy_view(path, cache_dir)) if local else name
             policy = await asyncio.to_thread(
-                _make_async_llm, model=policy_dir, tokenizer=policy_dir,
+                _make_async_llm, model=policy_dir, tokenizer=policy_dir, stat_loggers=[_stat_logger(counts)],
                 gpu_memory_utilization=policy_util, logprobs_mode="raw_logprobs", **common, **policy_extra
             )
             if want_value:
@@ -336,7 +393,8 @@ class VLLMEngine:
                     _make_async_llm, model=value_dir, tokenizer=value_dir, runner="pooling",
                     gpu_memory_utilization=value_util, **common
                 )
-            return cls(name=name, policy=policy, value_llm=value_llm, max_model_len=max_model_len)
+            return cls(name=name, policy=policy, value_llm=value_llm, max_model_len=max_model_len,
+                       step_counts=counts)
         except BaseException as exc:
             for llm in (policy, value_llm):
                 if llm is not None:
@@ -346,6 +404,14 @@ class VLLMEngine:
             raise EngineError(f"cannot load model {name!r} with vLLM: {_one_line(exc)}") from exc
 
     # ---- the Engine protocol -------------------------------------------------------------
+
+    def metrics(self) -> EngineMetrics:
+        """The policy engine's running batch and prefix-cache counts so far (see "Metrics")."""
+        c = self._counts
+        cached = self._prefix_caching
+        return EngineMetrics(steps=c.steps, batched_rows=c.rows,
+                             prefix_cache_queries=c.queries if cached else None,
+                             prefix_cache_hits=c.hits if cached else None)
 
     @property
     def has_value_head(self) -> bool:

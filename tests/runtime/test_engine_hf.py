@@ -129,6 +129,22 @@ async def test_max_batch_size_counts_rows(tiny_model_dir: Path) -> None:
         assert engine.stats.prompt_tokens == 3 * len(engine.tokenizer(Q1)["input_ids"])  # one prefill per request
 
 
+async def test_metrics_count_rows_per_forward_pass(tiny_model_dir: Path) -> None:
+    greedy = SamplingParams(max_tokens=8)  # the tiny model's greedy Q1 runs past 8 tokens
+    async with await _load(tiny_model_dir, batch_wait_ms=50) as engine:
+        before = engine.metrics()
+        assert before.mean_running_batch is None and before.prefix_cache_hit_rate is None
+        outs = await asyncio.gather(*(engine.generate(Q1, greedy) for _ in range(4)))
+        assert all(c.finish_reason == "length" for [c] in outs)
+        [alone] = await engine.generate(Q2, SamplingParams(max_tokens=8))
+        m = engine.metrics()
+    assert engine.stats.generate_batches == 2
+    # one batch of 4 rows for 8 forward passes (prefill + 7 decode steps), then one row alone
+    assert (m.steps, m.batched_rows) == (8 + len(alone.token_ids), 32 + len(alone.token_ids))
+    assert 1 < m.mean_running_batch <= 4
+    assert m.prefix_cache_queries is None and m.prefix_cache_hit_rate is None
+
+
 async def test_value_is_tanh_of_the_head_at_the_last_token(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from runtime.engine import EngineMetrics, engine_metrics
+from runtime.engines.scripted import ScriptedEngine
 from runtime.problem import Problem
 from runtime.results import ResultsWriter
-from runtime.scheduler import run_problems
+from runtime.scheduler import RunSummary, run_problems
 
 
 def _problems(n: int, pulled: list[int] | None = None) -> Iterator[Problem]:
@@ -132,3 +134,34 @@ async def test_summary_totals_the_per_problem_stats(tmp_path: Path) -> None:
     assert summary.totals["generated_tokens"] == 30 and summary.totals["code_runs"] == 3
     assert summary.totals["sandbox_wait_s"] == 1.5 and summary.totals["value_calls"] == 0
     assert "30 tokens in 6 generate" in summary.describe()
+
+
+def test_describe_shows_engine_metrics_only_when_reported() -> None:
+    summary = RunSummary()
+    summary.add_stats({"generated_tokens": 12, "engine_calls": 3})
+    plain = summary.describe()
+    assert plain.startswith("12 tokens in 3 generate") and "engine:" not in plain
+    summary.engine = EngineMetrics()  # an engine that counted nothing says nothing
+    assert summary.describe() == plain
+    summary.engine = EngineMetrics(steps=10, batched_rows=372, prefix_cache_queries=1000,
+                                   prefix_cache_hits=812)
+    assert summary.describe() == f"{plain}; engine: mean running batch 37.2, prefix-cache hit rate 81%"
+    summary.engine = EngineMetrics(steps=4, batched_rows=6)  # no prefix cache (hf)
+    assert summary.describe() == f"{plain}; engine: mean running batch 1.5"
+    summary.engine = EngineMetrics(prefix_cache_queries=0, prefix_cache_hits=0)  # nothing queried yet
+    assert summary.describe() == plain
+
+
+def test_engine_metrics_derived_values_and_optional_protocol() -> None:
+    m = EngineMetrics(steps=4, batched_rows=10, prefix_cache_queries=8, prefix_cache_hits=2)
+    assert m.mean_running_batch == 2.5 and m.prefix_cache_hit_rate == 0.25
+    assert m.to_json() == {"engine_steps": 4, "mean_running_batch": 2.5, "prefix_cache_queries": 8,
+                           "prefix_cache_hits": 2, "prefix_cache_hit_rate": 0.25}
+    assert EngineMetrics().mean_running_batch is None and EngineMetrics().prefix_cache_hit_rate is None
+    assert engine_metrics(ScriptedEngine(lambda prompt, params: ["x"])) is None  # need not report
+
+    class Reporting:
+        def metrics(self) -> EngineMetrics:
+            return m
+
+    assert engine_metrics(Reporting()) is m

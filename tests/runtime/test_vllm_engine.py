@@ -157,6 +157,43 @@ async def test_concurrent_requests_batched(engines) -> None:
     assert [x[0] for x in values] == pytest.approx([x[0] for x in values[:4]] * 4, abs=1e-5)
 
 
+async def test_metrics_running_batch_and_prefix_cache(engines) -> None:
+    from vllm.v1.metrics.loggers import AggregatedLoggingStatLogger, LoggingStatLogger
+
+    v, _ = engines
+    stat_loggers = v._policy.logger_manager.stat_loggers
+    loggers = [*stat_loggers, *(lg for agg in stat_loggers
+                                for lg in getattr(agg, "per_engine_stat_loggers", {}).values())]
+    assert not any(isinstance(lg, LoggingStatLogger | AggregatedLoggingStatLogger) for lg in loggers)
+
+    # the same long prompt twice: the second finds its full blocks cached
+    block = v._policy.vllm_config.cache_config.block_size
+    long, i = "", 0
+    while len(v._encode(long)) < block + 24:
+        long += f"<p> Note {i}: {i} and {i} make {2 * i}. </p>\n"
+        i += 1
+    n_tokens = len(v._encode(long))
+    assert n_tokens + 8 < MAX_LEN
+    await v.generate(long, SamplingParams(max_tokens=4))
+    first = v.metrics()
+    await v.generate(long, SamplingParams(max_tokens=4))
+    second = v.metrics()
+    assert second.prefix_cache_queries - first.prefix_cache_queries == n_tokens
+    hits = second.prefix_cache_hits - first.prefix_cache_hits
+    assert 0 < hits < n_tokens and hits % block == 0  # whole blocks; the last token is always computed
+    assert 0 < second.prefix_cache_hit_rate <= 1
+
+    # k requests at once: vLLM runs them together
+    prompts = [Q1, Q2, Q3] * 2
+    await asyncio.gather(*(v.generate(p, SamplingParams(max_tokens=40)) for p in prompts))
+    third = v.metrics()
+    steps, rows = third.steps - second.steps, third.batched_rows - second.batched_rows
+    assert steps > 0 and 1 < rows / steps <= len(prompts), (steps, rows)
+    assert third.mean_running_batch >= 1 and 0 < third.prefix_cache_hit_rate <= 1
+    print(f"\nvLLM metrics: {third}; last {len(prompts)} together: {steps} steps, mean batch "
+          f"{rows / steps:.2f}; repeat of a {n_tokens}-token prompt hit {hits} tokens (block {block})")
+
+
 async def test_policy_view_and_export(tiny_model_dir: Path, tmp_path: Path) -> None:
     view = policy_view(tiny_model_dir, tmp_path)
     assert not (view / "value_head.safetensors").exists() and (view / "model.safetensors").exists()

@@ -142,12 +142,28 @@ def _argv(bwrap: str, limits: SandboxLimits, command: list[str], sockdir: str | 
     ]  # fmt: skip
 
 
+def _as_sandbox_user(argv: list[str], limits: SandboxLimits) -> tuple[list[str], dict[str, Any]]:
+    """(argv, Popen keywords) that start `argv` as `limits.uid`/`gid` with no supplementary
+    groups when we are root (RLIMIT_NPROC does not bind root), else unchanged.
+
+    Through `setpriv` (util-linux) where it exists: given `user`/`group`/`extra_groups`, CPython
+    cannot use vfork and FORKS this whole process instead, which blocks the event loop for the
+    copy of its page tables (10-60 ms per sandbox start for the benchmark's client here, more for
+    a large runtime), stalling every run in flight. setpriv sets the same real, effective and
+    saved ids and clears the groups, then execs bwrap in place (same pid)."""
+    if os.geteuid() != 0:
+        return argv, {}
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None:
+        return argv, {"user": limits.uid, "group": limits.gid, "extra_groups": []}
+    drop = [setpriv, f"--reuid={limits.uid}", f"--regid={limits.gid}", "--clear-groups", "--"]
+    return [*drop, *argv], {}
+
+
 async def _spawn(argv: list[str], limits: SandboxLimits, *, stdio: int) -> asyncio.subprocess.Process:
-    """Start bwrap in its own session; as `limits.uid`/`gid` when we are root (RLIMIT_NPROC
-    does not bind root). `stdio`: PIPE (one-shot) or DEVNULL (a pool's server uses its socket)."""
-    user: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        user = {"user": limits.uid, "group": limits.gid, "extra_groups": []}
+    """Start bwrap in its own session, as the sandbox user when we are root
+    (`_as_sandbox_user`). `stdio`: PIPE (one-shot) or DEVNULL (a pool's server uses its socket)."""
+    argv, user = _as_sandbox_user(argv, limits)
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=stdio,
@@ -229,6 +245,21 @@ class BwrapSandbox:
                 await self.aclose()
                 raise
             self._started = True
+
+    async def wait_ready(self) -> None:
+        """Pool: wait until every sandbox of the pool is up (`start()` waits for the first only);
+        raise SandboxError when they fail to start. One-shot: returns at once (nothing is warm)."""
+        if self._pool is None:
+            return
+        if not self._started:
+            raise RuntimeError("BwrapSandbox.wait_ready() called before start() (a pool sandbox)")
+        await self._pool.wait_ready()
+
+    @property
+    def workers_started(self) -> int:
+        """Pool: how many sandboxes have come up so far (the first pool, then every
+        replacement); 0 one-shot."""
+        return 0 if self._pool is None else self._pool.workers_started
 
     def _request(self, code: str, history: Sequence[str]) -> bytes:
         limits = self.limits

@@ -233,6 +233,18 @@ class DockerSandbox:
         self._started = True
         await self._pool.start()
 
+    async def wait_ready(self) -> None:
+        """Wait until every container of the pool is up (`start()` waits for the first only);
+        raise SandboxError when they fail to start. For measurements of the steady state."""
+        if not self._started:
+            raise RuntimeError("DockerSandbox.wait_ready() called before start()")
+        await self._pool.wait_ready()
+
+    @property
+    def workers_started(self) -> int:
+        """How many containers have come up so far: the first pool, then every replacement."""
+        return self._pool.workers_started
+
     async def aclose(self) -> None:
         """Kill every container (in-flight runs then report the close); later runs raise."""
         await self._pool.aclose()

@@ -19,7 +19,14 @@ successor first and keeps serving meanwhile, and the budgets of the first pool a
 (`max_uses`, then 3/4, 1/2, ... of it), so workers do not all come up for replacement at once; a
 run waits on a start-up only when no other worker is there (a pool of one, or crashes).
 Background tasks hold a small `_Pool` state, never the sandbox (STYLE.md 6); `aclose()` ends
-them. Pool start is concurrent, and `run()` takes the first worker that is ready.
+them. Pool start is concurrent, and `run()` takes the first worker that is ready;
+`wait_ready()` waits for the whole pool (benchmarks measure steady state from there).
+
+Fairness: runs waiting for a worker get one first come, first served. A released worker is
+handed straight to the longest waiter; with a plain `asyncio.Queue` the caller that just released
+it would take it back at once (its next `get()` finds the queue non-empty before the woken waiter
+runs), so with more callers than workers the same callers kept the workers and the others waited
+for a whole series of their runs (the p99 of `benchmarks/bench_sandbox.py` was 20 service times).
 
 Reuse mode (`SandboxLimits.reuse_process`): the server runs every request in one process (see
 server.py for what that does and does not isolate). Each request then carries a random id the
@@ -30,6 +37,7 @@ so the worker is retired and the request rerun once on another worker.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.resources
 import json
@@ -136,16 +144,45 @@ class _Worker:
 @dataclass(eq=False)
 class _Pool:
     """What the pool's background tasks share with `WorkerPool`: they take this, never the
-    sandbox itself (STYLE.md 6), and `WorkerPool.aclose()` shuts them down through it."""
+    sandbox itself (STYLE.md 6), and `WorkerPool.aclose()` shuts them down through it.
+
+    Invariant: `idle` and `waiters` are never both non-empty (`_offer` serves waiters first)."""
 
     limits: SandboxLimits
     launcher: Launcher
     root: str = ""
-    idle: asyncio.Queue[_Worker | BaseException] = field(default_factory=asyncio.Queue)
+    idle: collections.deque[_Worker] = field(default_factory=collections.deque)
+    # Runs waiting for a worker, oldest first; a future's result is a worker, or None when
+    # `error` was set (every waiter, and every later run, sees it).
+    waiters: collections.deque[asyncio.Future[_Worker | None]] = field(default_factory=collections.deque)
+    error: SandboxError | None = None
     workers: set[_Worker] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    starting: int = 0  # worker starts scheduled or in flight (retries included)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set while `starting` is 0
+    started: int = 0  # workers that came up, replacements included
     failures: int = 0
     closed: bool = False
+
+
+def _offer(pool: _Pool, worker: _Worker) -> None:
+    """Give an idle worker to the longest-waiting run, or park it in `idle` when none waits."""
+    while pool.waiters:
+        waiter = pool.waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(worker)
+            return
+    pool.idle.append(worker)
+
+
+def _fail(pool: _Pool, error: SandboxError) -> None:
+    """Make every waiting run, and every later one, raise `error`."""
+    pool.error = error
+    pool.settled.set()  # wait_ready() reports it rather than waiting on starts that gave up
+    while pool.waiters:
+        waiter = pool.waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _background(pool: _Pool, coro: Coroutine[Any, Any, None]) -> None:
@@ -155,11 +192,22 @@ def _background(pool: _Pool, coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _spawn_later(pool: _Pool, budget: int, delay_s: float = 0.0) -> None:
+    pool.starting += 1
+    pool.settled.clear()
     _background(pool, _spawn(pool, budget, delay_s))
 
 
 async def _spawn(pool: _Pool, budget: int, delay_s: float) -> None:
     """Start one worker and add it to the pool; on failure retry with a back-off."""
+    try:
+        await _spawn_once(pool, budget, delay_s)
+    finally:
+        pool.starting -= 1  # a retry was counted before this (its `_spawn_later`)
+        if pool.starting == 0:
+            pool.settled.set()
+
+
+async def _spawn_once(pool: _Pool, budget: int, delay_s: float) -> None:
     if delay_s:
         await asyncio.sleep(delay_s)
     if pool.closed:
@@ -173,7 +221,7 @@ async def _spawn(pool: _Pool, budget: int, delay_s: float) -> None:
         logger.error("sandbox_worker_start_failed", backend=pool.launcher.backend, error=str(exc),
                      failures=pool.failures)
         if pool.failures >= _MAX_START_FAILURES and not pool.workers:
-            pool.idle.put_nowait(SandboxError(f"{pool.launcher.backend} sandboxes fail to start: {exc}"))
+            _fail(pool, SandboxError(f"{pool.launcher.backend} sandboxes fail to start: {exc}"))
         else:
             _spawn_later(pool, budget, min(0.5 * pool.failures, 5.0))
         return
@@ -182,7 +230,8 @@ async def _spawn(pool: _Pool, budget: int, delay_s: float) -> None:
         await _kill(pool, worker)
         return
     pool.workers.add(worker)
-    pool.idle.put_nowait(worker)
+    pool.started += 1
+    _offer(pool, worker)
 
 
 async def _start_worker(pool: _Pool, budget: int) -> _Worker:
@@ -255,7 +304,7 @@ def _release(pool: _Pool, worker: _Worker, keep: bool) -> None:
     if not worker.successor and worker.budget - worker.uses <= max(1, worker.budget // 4):
         worker.successor = True
         _spawn_later(pool, pool.limits.max_uses)
-    pool.idle.put_nowait(worker)
+    _offer(pool, worker)
 
 
 class WorkerPool:
@@ -279,6 +328,11 @@ class WorkerPool:
     def closed(self) -> bool:
         return self._pool.closed
 
+    @property
+    def workers_started(self) -> int:
+        """How many workers have come up so far: the first pool, then every replacement."""
+        return self._pool.started
+
     async def start(self) -> None:
         """Start the pool; wait for the first worker (raise SandboxUnavailable if none comes)."""
         if self._started:
@@ -293,11 +347,24 @@ class WorkerPool:
         for i in range(size):
             _spawn_later(pool, max_uses - (i * max_uses) // size)
         # The first run must not wait for the whole pool, but start() reports a broken setup.
-        first = await pool.idle.get()
-        if isinstance(first, BaseException):
+        try:
+            first = await self._acquire()
+        except SandboxError as exc:
             await self.aclose()
-            raise SandboxUnavailable(f"cannot start a {self._backend} sandbox: {first}") from first
-        pool.idle.put_nowait(first)
+            raise SandboxUnavailable(f"cannot start a {self._backend} sandbox: {exc}") from exc
+        _offer(pool, first)
+
+    async def wait_ready(self) -> None:
+        """Wait until no worker start is scheduled or in flight: the whole pool is up (a
+        successor of a worker near its budget counts too). Raise SandboxError when the sandboxes
+        fail to start or the pool is closed. `start()` first."""
+        if not self._started:
+            raise RuntimeError("WorkerPool.wait_ready() called before start()")
+        await self._pool.settled.wait()
+        if self._pool.error is not None:
+            raise SandboxError(str(self._pool.error))
+        if self._pool.closed:
+            raise SandboxError(f"the {self._backend} sandbox was closed")
 
     async def aclose(self) -> None:
         """Kill every sandbox (in-flight runs then report the close); later runs raise."""
@@ -305,26 +372,26 @@ class WorkerPool:
         if pool.closed:
             return
         pool.closed = True
+        _fail(pool, SandboxError(f"the {self._backend} sandbox was closed"))  # runs waiting for a worker
         await asyncio.gather(*(_kill(pool, w) for w in list(pool.workers)), return_exceptions=True)
         while pool.tasks:  # spawns in flight kill their own sandbox once they see `closed`
             await asyncio.gather(*list(pool.tasks), return_exceptions=True)
-        while not pool.idle.empty():
-            pool.idle.get_nowait()
+        pool.idle.clear()
         if pool.root:
             shutil.rmtree(pool.root, ignore_errors=True)
 
     async def _acquire(self) -> _Worker:
+        """The next free worker, first come first served (see "Fairness" above)."""
         pool = self._pool
         while True:
-            item = await pool.idle.get()
-            if isinstance(item, BaseException):
-                pool.idle.put_nowait(item)  # every waiter sees it
-                raise SandboxError(str(item)) from item
-            if item in pool.workers:
-                if item.reader.at_eof():  # its server died while idle
-                    _retire(pool, item)
+            if pool.error is not None:  # every run sees it, waiting or later
+                raise SandboxError(str(pool.error)) from pool.error
+            worker = pool.idle.popleft() if pool.idle else await _wait_turn(pool)
+            if worker is not None and worker in pool.workers:
+                if worker.reader.at_eof():  # its server died while idle
+                    _retire(pool, worker)
                     continue
-                return item
+                return worker
 
     async def run(self, code: str, *, history: Sequence[str] = (), timeout_s: float) -> ExecResult:
         if timeout_s <= 0:
@@ -398,6 +465,22 @@ class WorkerPool:
         if isinstance(stdout, str) and (error is None or isinstance(error, str)):
             return stdout, error, False, keep
         return "", "RuntimeError: malformed reply from the sandbox server", False, False
+
+
+async def _wait_turn(pool: _Pool) -> _Worker | None:
+    """Queue up behind the runs already waiting; the worker `_offer` hands over, or None once
+    `pool.error` is set."""
+    waiter: asyncio.Future[_Worker | None] = asyncio.get_running_loop().create_future()
+    pool.waiters.append(waiter)
+    try:
+        return await waiter
+    except asyncio.CancelledError:
+        if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+            _offer(pool, waiter.result())  # handed over just as we were cancelled: pass it on
+        else:
+            with contextlib.suppress(ValueError):
+                pool.waiters.remove(waiter)
+        raise
 
 
 def _result(stdout: str, error: str | None, timed_out: bool, started: float) -> ExecResult:

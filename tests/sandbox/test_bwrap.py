@@ -88,6 +88,22 @@ def test_missing_interpreter_names_the_fix() -> None:
         BwrapSandbox(SandboxLimits(python="/nonexistent/python3"))
 
 
+def test_root_drops_privileges_without_forking_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Popen's user/group/extra_groups make CPython fork the whole runtime (no vfork), stalling
+    # its event loop; setpriv drops to the same ids in the child instead.
+    limits = SandboxLimits(uid=1234, gid=5678)
+    argv = ["/usr/bin/bwrap", "--", "python3"]
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
+    assert bwrap_module._as_sandbox_user(argv, limits) == (
+        ["/usr/bin/setpriv", "--reuid=1234", "--regid=5678", "--clear-groups", "--", *argv], {})
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)  # no setpriv: Popen does it
+    assert bwrap_module._as_sandbox_user(argv, limits) == (
+        argv, {"user": 1234, "group": 5678, "extra_groups": []})
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: nothing to drop
+    assert bwrap_module._as_sandbox_user(argv, limits) == (argv, {})
+
+
 # --- real sandbox runs -------------------------------------------------------------------------
 
 
@@ -315,6 +331,44 @@ async def test_check_reports_bwrap_failure(monkeypatch: pytest.MonkeyPatch) -> N
         result = await box.run("print(1)", timeout_s=10)
         assert result.error is not None
         assert result.error.startswith("RuntimeError: sandbox process failed (exit code 1): bwrap:")
+    finally:
+        await box.aclose()
+
+
+@needs_bwrap
+async def test_wait_ready_waits_for_the_whole_pool() -> None:
+    box = BwrapSandbox(SandboxLimits(bwrap_pool=True, pool_size=2, tmpfs_mb=8))
+    try:
+        with pytest.raises(RuntimeError, match="before start"):
+            await box.wait_ready()
+        await box.start()
+        await asyncio.wait_for(box.wait_ready(), 120)
+        assert len(box._pool.workers) == 2 and box.workers_started == 2  # type: ignore[union-attr]
+        assert await observe(box, "print(1)") == "1"
+    finally:
+        await box.aclose()
+
+
+@needs_bwrap
+async def test_one_shot_wait_ready_has_nothing_to_wait_for(box: BwrapSandbox) -> None:
+    await asyncio.wait_for(box.wait_ready(), 1)
+    assert box.workers_started == 0
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox user is dropped to only when we are root")
+async def test_root_runs_bwrap_as_the_sandbox_user_with_no_groups() -> None:
+    box = BwrapSandbox(SandboxLimits(bwrap_pool=True, pool_size=1, tmpfs_mb=8))
+    try:
+        await box.start()
+        (worker,) = box._pool.workers  # type: ignore[union-attr]
+        with open(f"/proc/{worker.handle.pid}/status") as status:  # bwrap itself, on the host
+            fields = dict(line.split(":", 1) for line in status)
+        assert fields["Uid"].split() == ["65534"] * 4  # real, effective, saved, fs
+        assert fields["Gid"].split() == ["65534"] * 4
+        assert fields["Groups"].split() == []
+        code = "import os; print(os.getuid(), os.getgid(), os.getgroups())"
+        assert await observe(box, code) == "65534 65534 []"
     finally:
         await box.aclose()
 

@@ -164,6 +164,29 @@ async def test_successor_starts_before_the_container_retires(one_box: DockerSand
 
 
 @needs_docker
+async def test_wait_ready_waits_for_every_container() -> None:
+    box = DockerSandbox(SandboxLimits(pool_size=2, tmpfs_mb=8))
+    try:
+        with pytest.raises(RuntimeError, match="before start"):
+            await box.wait_ready()
+        await box.start()
+        await asyncio.wait_for(box.wait_ready(), 120)
+        assert len(_container_ids(box)) == 2 and box.workers_started == 2
+        assert await _observe(box, "print(1)") == "1"
+    finally:
+        await box.aclose()
+
+
+@needs_docker
+async def test_workers_started_counts_replacements(one_box: DockerSandbox) -> None:
+    started = one_box.workers_started
+    for _ in range(one_box.limits.max_uses):
+        assert await _observe(one_box, "print(1)") == "1"
+    await asyncio.wait_for(one_box.wait_ready(), 120)
+    assert one_box.workers_started == started + 1  # the successor of the retired container
+
+
+@needs_docker
 async def test_each_run_is_a_fresh_limited_child(one_box: DockerSandbox) -> None:
     code = ("import os, resource\nprint(os.getpid(), os.getppid(), resource.getrlimit(resource.RLIMIT_AS)[0],"
             " resource.getrlimit(resource.RLIMIT_CPU)[0])")

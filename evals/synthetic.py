@@ -218,8 +218,10 @@ def synth_arith_solution(problem: Problem, *, rng: random.Random | None = None) 
     return steps
 
 
-def synth_arith_sft_rows(split: str, n: int, seed: int, *, level: str = SOURCE) -> Iterator[Any]:
-    """Warm-start SFT rows (`training.data.TrainingRow`, correct, every q = 1.0)."""
+def synth_arith_sft_rows(split: str, n: int, seed: int, *, level: str = SOURCE,
+                         q: float | None = 1.0) -> Iterator[Any]:
+    """Warm-start SFT rows (`training.data.TrainingRow`, correct, every step's q = `q`; None
+    makes them LM-only rows that carry no value target)."""
     from runtime.react import get_format
     from training.data import TrainingRow, TrainingStep
 
@@ -228,4 +230,4 @@ def synth_arith_sft_rows(split: str, n: int, seed: int, *, level: str = SOURCE) 
     for problem in synth_arith_problems(split, n, seed, level=level):
         steps = synth_arith_solution(problem, rng=rng)
         yield TrainingRow(fmt.build_prompt(problem.question, []),
-                          tuple(TrainingStep(s, 1.0) for s in steps), True, problem.id)
+                          tuple(TrainingStep(s, q) for s in steps), True, problem.id)

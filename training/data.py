@@ -70,7 +70,9 @@ _OBSERVATION = "\n\nObservation: "
 @dataclass(frozen=True)
 class TrainingStep:
     text: str
-    q: float
+    # The value target; None: the step trains the language model only (anchor rows of correct
+    # synthetic solutions have no search behind them, so no Q to teach the value head).
+    q: float | None
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,8 @@ def read_training_rows(paths: Path | Sequence[Path]) -> list[TrainingRow]:
                 continue
             try:
                 raw = json.loads(line)
-                steps = tuple(TrainingStep(str(s["text"]), float(s["q"])) for s in raw["steps"])
+                steps = tuple(TrainingStep(str(s["text"]), None if s["q"] is None else float(s["q"]))
+                              for s in raw["steps"])
                 row = TrainingRow(str(raw["prompt"]), steps, bool(raw["correct"]), str(raw.get("id", "")))
             except (ValueError, KeyError, TypeError) as exc:
                 raise TrainingDataError(

@@ -61,9 +61,11 @@ def corpus_texts(rows: Iterable[TrainingRow]) -> list[str]:
     return [row.prompt + "".join(step.text.strip() + "\n" for step in row.steps) for row in rows]
 
 
-def write_sft_rows(path: Path, *, n: int, seed: int, level: str = LEVEL) -> Path:
-    """`n` correct solutions of training-split problems as training rows (every q = 1)."""
-    return write_training_rows(synth_arith_sft_rows("train", n, seed, level=level), path)
+def write_sft_rows(path: Path, *, n: int, seed: int, level: str = LEVEL,
+                   q: float | None = 1.0) -> Path:
+    """`n` correct solutions of training-split problems as training rows (every q = `q`; None:
+    LM-only rows)."""
+    return write_training_rows(synth_arith_sft_rows("train", n, seed, level=level, q=q), path)
 
 
 def build_base_model(out: Path, *, seed: int, spec: MiniSpec = MiniSpec(), corpus_size: int = 4000,

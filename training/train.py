@@ -14,11 +14,15 @@ Loss per batch: ``CE + beta · MSE``.
 * **MSE**: ``tanh(head(dropout(h)))`` at each step's LAST token — each step is tokenized as
   ``step.strip() + "\\n"`` (segments are tokenized separately, as LLaMA-Factory does), so that
   is the ``"\\n"`` after ``</step>`` where the value is read at inference (§1.2) — against the
-  step's Q; every other position is unlabelled. Masked: the sum of squared errors over labelled
+  step's Q; every other position is unlabelled, and so is a step whose q is None (LM-only
+  anchor rows). Masked: the sum of squared errors over labelled
   positions / (#labelled + 1e-3), over correct and incorrect paths alike. Dropout is trl's
   `summary_dropout_prob` 0.1, active in training only.
 * **beta** (the original's `weight_alpha`) defaults to 0.1. The paper's TEXT (§C.3) says 0.01
   (0.0005 for Llama3) while its Table 6 says 0.1, and the maintainers said "0.1 × MSE" (#3, #8).
+
+`freeze_trunk=True` trains the value head alone (the trunk runs without gradients, the loss is
+the MSE alone): the policy is left exactly as it was.
 
 Optimiser as the paper: AdamW, weight decay 0, warmup 3 % then cosine decay (lr 4e-5, 10 epochs
 and batch 1024 there; defaults here are small-scale). The schedule depends on `epochs` only, so
@@ -35,6 +39,7 @@ Plain torch on one device. Several GPUs (`accelerate`) are not wired yet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -87,6 +92,10 @@ class TrainConfig(BaseModel):
     # far larger steps than the trunk, whose LM a high rate would wreck on a small data set.
     value_head_lr: float | None = Field(None, gt=0)
     value_dropout: float = Field(0.1, ge=0, lt=1)
+    # Train the value head alone: the trunk (and so the policy) stays exactly as it is and the
+    # loss is the value MSE alone. A fresh linear head needs many more steps than the few a
+    # trunk can take on a small data set without drifting; this fits it after a joint round.
+    freeze_trunk: bool = False
     mask_observations: bool = False
     # Batch rows of similar length (within windows of 50 batches of the shuffled order): on a
     # CPU padding is paid in full, and random batches pad ~40 % of synthetic solutions' tokens.
@@ -155,8 +164,8 @@ def encode_row(tokenizer: Any, row: TrainingRow, max_len: int, *,
                     labels[i] = IGNORE
         ids += step_ids
         lm += labels
-        vl += [0.0] * (len(step_ids) - 1) + [float(step.q)]
-        vm += [False] * (len(step_ids) - 1) + [True]
+        vl += [0.0] * (len(step_ids) - 1) + [0.0 if step.q is None else float(step.q)]
+        vm += [False] * (len(step_ids) - 1) + [step.q is not None]
     return Encoded(ids[:max_len], lm[:max_len], vl[:max_len], vm[:max_len])
 
 
@@ -193,10 +202,12 @@ def collate(rows: Sequence[Encoded], pad_id: int) -> Batch:
 
 
 def batch_loss(model: Any, head: torch.nn.Linear, batch: Batch, beta: float,
-               dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, ce, mse) of one batch; `dropout` applies to the head's input when training."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                output_hidden_states=True)
+               dropout: float = 0.0, *, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, ce, mse) of one batch; `dropout` applies to the head's input when training.
+    `frozen`: the trunk runs without gradients and the total is the MSE alone."""
+    with torch.no_grad() if frozen else contextlib.nullcontext():
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    output_hidden_states=True)
     logits = out.logits[:, :-1].float()
     labels = batch.lm_labels[:, 1:]
     n_lm = int((labels != IGNORE).sum())
@@ -208,7 +219,7 @@ def batch_loss(model: Any, head: torch.nn.Linear, batch: Batch, beta: float,
     v = torch.tanh(head(h).squeeze(-1))
     vm = batch.value_mask.float()
     mse = (((v - batch.value_labels) ** 2) * vm).sum() / (vm.sum() + 1e-3)
-    return ce + beta * mse, ce, mse
+    return (mse if frozen else ce + beta * mse), ce, mse
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -333,6 +344,7 @@ def train(config: TrainConfig, *,
         head = init_value_head(hidden, init_range, config.seed)
         summary.fresh_value_head = True
     head.requires_grad_(True)
+    model.requires_grad_(not config.freeze_trunk)
     model.to(device)
     head.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
@@ -341,8 +353,10 @@ def train(config: TrainConfig, *,
     # 2) data: encoded once; epoch e visits rows in a permutation seeded by (seed, e)
     encoded = [encode_row(tokenizer, r, config.max_len, mask_observations=config.mask_observations)
                for r in rows]
-    if not any(any(e.value_mask) or any(x != IGNORE for x in e.lm_labels) for e in encoded):
-        raise TrainingDataError("empty training set: no row has a labelled token within max_len")
+    if not any(any(e.value_mask) or (any(x != IGNORE for x in e.lm_labels) and not config.freeze_trunk)
+               for e in encoded):
+        raise TrainingDataError("empty training set: no row has a labelled token within max_len"
+                                + (" (a value target: the trunk is frozen)" if config.freeze_trunk else ""))
     micro_per_epoch = math.ceil(len(encoded) / config.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
@@ -377,7 +391,7 @@ def train(config: TrainConfig, *,
                 "config": config.model_dump(mode="json")}
 
     # 4) the loop: one optimizer step = grad_accum micro-batches
-    model.train()
+    model.train(not config.freeze_trunk)  # a frozen trunk gives the head what inference will
     head.train()
     order_epoch, order = -1, list[int]()
     while step < stop_at:
@@ -391,7 +405,8 @@ def train(config: TrainConfig, *,
         for m in micro:
             idx = order[m * config.batch_size:(m + 1) * config.batch_size]
             batch = collate([encoded[i] for i in idx], pad_id).to(device)
-            loss, ce, mse = batch_loss(model, head, batch, config.beta, config.value_dropout)
+            loss, ce, mse = batch_loss(model, head, batch, config.beta, config.value_dropout,
+                                       frozen=config.freeze_trunk)
             (loss / len(micro)).backward()
             tot += loss.item() / len(micro)
             ce_sum += ce.item() / len(micro)

@@ -12,7 +12,7 @@ import torch
 
 from runtime.engines.hf import HFEngine
 from runtime.react import get_format
-from training.data import TrainingRow, TrainingStep, write_training_rows
+from training.data import TrainingRow, TrainingStep, read_training_rows, write_training_rows
 from training.errors import CheckpointError, TrainingDataError
 from training.tiny_model import make_problem
 from training.train import IGNORE, Encoded, TrainConfig, _epoch_order, batch_loss, collate, encode_row, train
@@ -79,6 +79,24 @@ def test_labels_prompt_masked_negatives_value_only(tiny_model_dir: Path) -> None
     assert len(encode_row(tok, good, 10).input_ids) == 10
 
 
+def test_lm_only_steps_carry_no_value_target(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """An anchor row (q None on every step) trains the LM exactly as a correct row does and the
+    value head not at all; a mixed row keeps the targets it has. Round trip through the file."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    good = make_rows(1)[0]
+    anchor = TrainingRow(good.prompt, tuple(TrainingStep(s.text, None) for s in good.steps), True, "a")
+    mixed = TrainingRow(good.prompt, (TrainingStep(good.steps[0].text, None), good.steps[1]), True, "m")
+    loaded = read_training_rows(write_training_rows([anchor, mixed], tmp_path / "rows.jsonl"))
+    assert loaded == [anchor, mixed]
+    enc, enc_anchor, enc_mixed = (encode_row(tok, r, 1024) for r in (good, *loaded))
+    assert enc_anchor.input_ids == enc.input_ids and enc_anchor.lm_labels == enc.lm_labels
+    assert not any(enc_anchor.value_mask)
+    assert [enc_mixed.value_labels[i] for i, m in enumerate(enc_mixed.value_mask) if m] == [1.0]
+    assert enc_mixed.value_mask == [m and i == len(enc.input_ids) - 1 for i, m in enumerate(enc.value_mask)]
+
+
 def test_all_negative_batch_has_finite_zero_ce(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,6 +139,30 @@ async def test_loss_decreases_and_result_serves_values(model_copy: Path, data: P
         good = SFT.build_prompt(rows[0].prompt[11:-13], [s.text for s in rows[0].steps])
         (v,) = await engine.value([good])
     assert -1.0 <= v <= 1.0
+
+
+def test_frozen_trunk_trains_the_value_head_alone(model_copy: Path, data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    rows = make_rows(16)
+    ce0, mse0 = _eval_loss(model_copy, rows)
+    train(TrainConfig(data=data, model=model_copy, output_dir=tmp_path / "out", lr=3e-3, beta=0.1,
+                      batch_size=4, epochs=8, warmup_ratio=0.0, freeze_trunk=True))
+    ce1, mse1 = _eval_loss(tmp_path / "out", rows)
+    assert ce1 == pytest.approx(ce0, abs=1e-6) and mse1 < mse0 * 0.8
+    before, after = load_file(model_copy / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    head0 = load_file(model_copy / "value_head.safetensors")
+    head1 = load_file(tmp_path / "out" / "value_head.safetensors")
+    assert not torch.equal(head0["v_head.summary.weight"], head1["v_head.summary.weight"])
+
+
+def test_frozen_trunk_needs_value_targets(model_copy: Path, tmp_path: Path) -> None:
+    anchors = [TrainingRow(r.prompt, tuple(TrainingStep(s.text, None) for s in r.steps), True, r.id)
+               for r in make_rows(4)[::2]]
+    rows = write_training_rows(anchors, tmp_path / "anchors.jsonl")
+    with pytest.raises(TrainingDataError, match="trunk is frozen"):
+        train(TrainConfig(data=rows, model=model_copy, output_dir=tmp_path / "out", freeze_trunk=True))
 
 
 def test_checkpoint_then_resume_follows_the_straight_run(model_copy: Path, data: Path, tmp_path: Path) -> None:

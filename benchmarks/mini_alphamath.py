@@ -13,6 +13,10 @@ Per training seed, in OUT/seed<S>/:
   round<k>/train_rows.jsonl, round<k>/model/
                         ≤ 4 correct + ≤ 4 incorrect paths per question with per-step Q, then
                         joint policy + value training from the previous stage's model
+                        (with --anchor-rows: plus fresh correct synthetic solutions, LM loss only,
+                        round<k>/anchor_rows.jsonl)
+  round<k>/value_fit/   with --value-fit-epochs: the value head alone trained on the same rows
+                        (trunk frozen): the round's model
   eval/<stage>/<strategy>.jsonl
                         each strategy on the same synth-arith-hard test problems
 OUT/table.md and OUT/table.json: accuracy, paired-bootstrap 95 % interval of the gain over greedy
@@ -37,6 +41,7 @@ for _key, _value in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("VLLM_ENABLE_V1_MULTIPROC
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -67,6 +72,11 @@ class Args:
     train_iterations: int
     train_temperature: float
     round_epochs: int
+    anchor_rows: int
+    value_fit_epochs: int
+    value_fit_lr: float
+    start_model: Path | None
+    first_round: int
     round_lr: float
     value_head_lr: float
     intermediate: tuple[str, ...]
@@ -97,6 +107,21 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     p.add_argument("--train-temperature", type=float, default=0.8,
                    help="sampling temperature of the training MCTS (docs/MINI.md: ~0.8 explores best)")
     p.add_argument("--round-epochs", type=int, default=2)
+    p.add_argument("--anchor-rows", type=int, default=0,
+                   help="fresh correct synthetic solutions mixed into each round's training data, "
+                        "language-model loss only (no value target): they keep the policy's "
+                        "step-by-step layout while it learns from its own search")
+    p.add_argument("--value-fit-epochs", type=int, default=0,
+                   help="after each round's joint training, train the value head alone (trunk "
+                        "frozen, so the policy is unchanged) for this many epochs on the round's rows")
+    p.add_argument("--value-fit-lr", type=float, default=1e-3,
+                   help="learning rate of that fit (Adam moves all of a linear head's weights together: "
+                        "much above 1e-3 it overshoots)")
+    p.add_argument("--start-model", type=Path, metavar="DIR",
+                   help="skip the warm start: rounds continue from this model (e.g. the shipped "
+                        "models/mini-alphamath), evaluated first as stage 'start'; first seed only")
+    p.add_argument("--first-round", type=int, default=1,
+                   help="number of the first round run (with --start-model: the model's next round)")
     p.add_argument("--round-lr", type=float, default=1e-4,
                    help="trunk learning rate of the round training (5e-4 wrecked the warm start's LM)")
     p.add_argument("--value-head-lr", type=float, default=5e-3, help="the value head's learning rate")
@@ -130,10 +155,16 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         p.error("--sft-rows needs at least one positive count")
     if a.hidden < 64 or a.hidden % 64 or a.layers < 1:
         p.error("--hidden must be a positive multiple of 64 and --layers >= 1")
+    if a.anchor_rows < 0 or a.value_fit_epochs < 0 or a.first_round < 1:
+        p.error("--anchor-rows and --value-fit-epochs must be >= 0, --first-round >= 1")
+    if a.start_model is not None and not (a.start_model / "config.json").is_file():
+        p.error(f"--start-model {a.start_model}: not a model directory (no config.json)")
     return Args(out=a.out, seeds=seeds, rounds=a.rounds, test=a.test, mcts_test=min(a.mcts_test, a.test),
                 sft_rows=sft_rows, train_questions=a.train_questions,
                 train_iterations=a.train_iterations, train_temperature=a.train_temperature,
-                round_epochs=a.round_epochs, round_lr=a.round_lr, value_head_lr=a.value_head_lr,
+                round_epochs=a.round_epochs, anchor_rows=a.anchor_rows,
+                value_fit_epochs=a.value_fit_epochs, value_fit_lr=a.value_fit_lr, start_model=a.start_model,
+                first_round=a.first_round, round_lr=a.round_lr, value_head_lr=a.value_head_lr,
                 intermediate=intermediate, beta=a.beta, layers=a.layers,
                 hidden=a.hidden, engine=a.engine,
                 sandbox=a.sandbox, strategies=strategies, overrides=tuple(a.overrides),
@@ -175,7 +206,7 @@ def search(args: Args, preset: str, model: Path, dataset: str, output: Path,
     return summary.wall_s
 
 
-def train_model(data: Path, model: Path, out: Path, seed: int, **fields: object) -> Path:
+def train_model(data: Path | Sequence[Path], model: Path, out: Path, seed: int, **fields: object) -> Path:
     """Train (or resume) into `out`; a finished run is skipped."""
     from training.train import TrainConfig, train
 
@@ -219,13 +250,25 @@ def warm_start(args: Args, seed: int, root: Path) -> Path:
 
 
 def self_improve(args: Args, seed: int, root: Path, k: int, model: Path) -> Path:
-    """Round k: ground-truth MCTS trees on fresh training questions → rows → train."""
-    from training.data import export_training
-
+    """Round k: ground-truth MCTS trees on fresh training questions → rows → joint training
+    (round<k>/model), then with --value-fit-epochs the value head alone on the same rows
+    (round<k>/value_fit: the round's model)."""
     run = root / f"round{k}"
     out = run / "model"
-    if (out / "train_summary.json").is_file():
+    if not (out / "train_summary.json").is_file():
+        _joint_round(args, seed, run, k, model)
+    if not args.value_fit_epochs:
         return out
+    log(f"seed {seed}: round {k} — fitting the value head ({args.value_fit_epochs} epochs, trunk frozen)")
+    return train_model(run / "train_rows.jsonl", out, run / "value_fit", seed, freeze_trunk=True,
+                       epochs=args.value_fit_epochs, lr=args.value_fit_lr, batch_size=32,
+                       mask_observations=True, max_len=512, group_by_length=True)
+
+
+def _joint_round(args: Args, seed: int, run: Path, k: int, model: Path) -> Path:
+    from training.data import export_training
+
+    out = run / "model"
     dataset = f"{LEVEL}:train:{args.train_questions}:{1000 + 10 * seed + k}"
     log(f"seed {seed}: round {k} — MCTS with the ground truth on {dataset}")
     seconds = search(args, "mcts_train_round2", model, dataset, run / "trees.jsonl",
@@ -234,7 +277,15 @@ def self_improve(args: Args, seed: int, root: Path, k: int, model: Path) -> Path
                                 f"strategy.seed={seed * 100 + k}"))
     exported = export_training(run / "trees.jsonl", run / "train_rows.jsonl")
     log(f"  trees {seconds:.0f} s; {exported.positives} correct + {exported.negatives} incorrect paths")
-    return train_model(run / "train_rows.jsonl", model, out, seed, lr=args.round_lr, epochs=args.round_epochs,
+    data = [run / "train_rows.jsonl"]
+    if args.anchor_rows:
+        from training.mini import write_sft_rows
+
+        anchor = run / "anchor_rows.jsonl"
+        if not anchor.is_file():  # problems of a seed no warm-start cycle used
+            write_sft_rows(anchor, n=args.anchor_rows, seed=seed + 5000 + k, q=None)
+        data.append(anchor)
+    return train_model(data, model, out, seed, lr=args.round_lr, epochs=args.round_epochs,
                        batch_size=32, beta=args.beta, mask_observations=True, max_len=512,
                        group_by_length=True, value_head_lr=args.value_head_lr)
 
@@ -316,17 +367,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     results: dict[int, dict[str, dict[str, dict]]] = {}
     final_models: dict[int, Path] = {}
-    for seed in args.seeds:
+    # A start model is one trained model, so it continues under one seed.
+    for seed in args.seeds[:1] if args.start_model is not None else args.seeds:
         root = args.out / f"seed{seed}"
         root.mkdir(parents=True, exist_ok=True)
-        model = warm_start(args, seed, root)
+        if args.start_model is not None:
+            model, first_stage = args.start_model, ("start", "start")
+        else:
+            model, first_stage = warm_start(args, seed, root), ("warm start", "warm")
         last = args.strategies
-        results[seed] = {"warm start": evaluate_stage(args, seed, root, "warm", model,
-                                                      args.intermediate if args.rounds else last)}
-        for k in range(1, args.rounds + 1):
+        results[seed] = {first_stage[0]: evaluate_stage(args, seed, root, first_stage[1], model,
+                                                        args.intermediate if args.rounds else last)}
+        final_round = args.first_round + args.rounds - 1
+        for k in range(args.first_round, final_round + 1):
             model = self_improve(args, seed, root, k, model)
             results[seed][f"round {k}"] = evaluate_stage(args, seed, root, f"round{k}", model,
-                                                         last if k == args.rounds else args.intermediate)
+                                                         last if k == final_round else args.intermediate)
         final_models[seed] = model
         shown = [p for p in STRATEGIES if any(p in cells for st in results.values() for cells in st.values())]
         text, records = table(results, shown)
@@ -341,26 +397,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def release(args: Args, model: Path, table_text: str, argv: Sequence[str] | None) -> None:
+    from safetensors import safe_open
+
     from training.mini import export_release
 
     command = " ".join(["benchmarks/mini_alphamath.py", *(argv if argv is not None else sys.argv[1:])])
     seed = args.seeds[0]
-    spec = json.loads((args.out / f"seed{seed}" / "base" / "mini_spec.json").read_text())
-    stage = model.parent.name if model.name == "model" else model.name
+    with safe_open(str(model / "model.safetensors"), framework="pt") as weights:  # tied: no lm_head
+        parameters = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
+    stage = model.parent.name if model.name in ("model", "value_fit") else model.name
+    rounds = (f"round {args.first_round}" if args.rounds == 1
+              else f"rounds {args.first_round}–{args.first_round + args.rounds - 1}")
+    if args.start_model is None:
+        origin = (f"from scratch on a 2-core CPU by `{command}`:\na warm start on correct synthetic "
+                  "solutions (`synth-arith-hard`: 3–6 arithmetic operations in\nword problems, "
+                  "AlphaMath's XML ReAct format with python code steps), then "
+                  f"{rounds} of\nMCTS self-improvement with only final-answer supervision")
+    else:
+        origin = (f"on a 2-core CPU: {rounds} of MCTS self-improvement with only final-answer\n"
+                  f"supervision, continuing from `{args.start_model}` (its card is kept below), by\n"
+                  f"`{command}`")
+    earlier = ""
+    if args.start_model is not None and (args.start_model / "README.md").is_file():
+        earlier = ("\n## The model it continued from\n\n"
+                   + (args.start_model / "README.md").read_text().split("\n", 1)[1].strip() + "\n")
     card = f"""# mini-alphamath
 
-A {spec["parameters"] / 1e6:.1f} M-parameter Qwen2 policy with an AlphaMath value head, trained
-from scratch on a 2-core CPU by `{command}`:
-a warm start on correct synthetic solutions (`synth-arith-hard`: 3–6 arithmetic operations in
-word problems, AlphaMath's XML ReAct format with python code steps), then {args.rounds} round(s) of
-MCTS self-improvement with only final-answer supervision. This is the model of seed {seed},
-{stage}. It knows nothing but this task.
+A {parameters / 1e6:.1f} M-parameter Qwen2 policy with an AlphaMath value head, trained
+{origin}. This is the model of seed {seed}, {stage}. It knows nothing but
+this task.
 
 Accuracy (%) on synth-arith-hard test problems; in brackets the gain over greedy of the same
 model with its paired-bootstrap 95 % interval; then seconds per question on that CPU:
 
 {table_text}
-"""
+{earlier}"""
     out = export_release(model, args.release, card=card)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     log(f"released {model} → {out} ({size:.1f} MB)")

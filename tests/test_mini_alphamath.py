@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "mini_alphamath.py"
@@ -63,3 +64,35 @@ def test_toy_run_writes_every_artifact_and_the_table(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "table.md").read_text() == table
     assert "train" not in again.stdout and time.monotonic() - started < 120
+
+    # Continuing from the released model: no warm start, stage "start", round 2 with LM-only
+    # anchor rows mixed into its training data, then the value head fitted alone (the round's
+    # model: the policy's weights are the joint training's), and a card that keeps the earlier one.
+    cont = tmp_path / "cont"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(cont), "--start-model", str(out / "release"),
+         "--first-round", "2", "--anchor-rows", "4", "--value-fit-epochs", "1",
+         "--release", str(cont / "release"), *TOY],
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seed = cont / "seed0"
+    assert not (seed / "base").exists() and not (seed / "warm").exists()
+    for path in ("eval/start/greedy.jsonl", "round2/trees.jsonl", "round2/model/train_summary.json",
+                 "eval/round2/sbs_1_5.jsonl"):
+        assert (seed / path).is_file(), path
+    anchors = [json.loads(line) for line in (seed / "round2/anchor_rows.jsonl").read_text().splitlines()]
+    assert len(anchors) == 4 and all(s["q"] is None for row in anchors for s in row["steps"])
+    summary = json.loads((seed / "round2/model/train_summary.json").read_text())
+    assert summary["rows"] == len((seed / "round2/train_rows.jsonl").read_text().splitlines()) + 4
+    from safetensors.torch import load_file
+
+    joint, fitted = (load_file(seed / "round2" / d / "model.safetensors") for d in ("model", "value_fit"))
+    assert all(torch.equal(joint[k], fitted[k]) for k in joint)
+    heads = [load_file(seed / "round2" / d / "value_head.safetensors")["v_head.summary.weight"]
+             for d in ("model", "value_fit")]
+    assert not torch.equal(*heads)
+    cont_table = (cont / "table.md").read_text()
+    assert "| 0 | start |" in cont_table and "| 0 | round 2 |" in cont_table
+    card = (cont / "release" / "README.md").read_text()
+    assert "continuing from" in card and cont_table in card and table in card
+    assert "This is the model of seed 0, round2." in card

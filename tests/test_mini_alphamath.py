@@ -25,10 +25,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)")]
 
 
-def _run(out: Path) -> subprocess.CompletedProcess[str]:
+def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--release", str(out / "release"),
-                           *TOY], cwd=ROOT, env=env,
+                           *extra, *TOY], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -69,11 +69,8 @@ def test_toy_run_writes_every_artifact_and_the_table(tmp_path: Path) -> None:
     # anchor rows mixed into its training data, then the value head fitted alone (the round's
     # model: the policy's weights are the joint training's), and a card that keeps the earlier one.
     cont = tmp_path / "cont"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(cont), "--start-model", str(out / "release"),
-         "--first-round", "2", "--anchor-rows", "4", "--value-fit-epochs", "1",
-         "--release", str(cont / "release"), *TOY],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600)
+    proc = _run(cont, "--start-model", str(out / "release"), "--first-round", "2",
+                "--anchor-rows", "4", "--value-fit-epochs", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     seed = cont / "seed0"
     assert not (seed / "base").exists() and not (seed / "warm").exists()

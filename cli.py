@@ -133,19 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     vhi.add_argument("--seed", type=int, default=0)
 
     tr = sub.add_parser("train", help="policy + value training: CE on correct paths + beta * value MSE",
-                        description="Train a model on export-training rows (resumable with --resume).")
+                        description="Train a model on export-training rows (resumable with --resume). "
+                        "Data parallel on several devices: `torchrun --nproc_per_node N cli.py train ...` "
+                        "(or `accelerate launch --multi_gpu --num_processes N cli.py train ...`); the "
+                        "global batch stays --batch-size x --grad-accum rows per step.")
     tr.add_argument("--data", type=Path, nargs="+", required=True, help="training rows (JSONL)")
     tr.add_argument("--model", type=Path, required=True, help="model directory to start from")
     tr.add_argument("--output-dir", type=Path, required=True)
     tr.add_argument("--beta", type=float, help="value-loss weight (default 0.1; paper text 0.01, its table 0.1)")
     tr.add_argument("--lr", type=float, help="learning rate (default 4e-5, the paper's)")
     tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--batch-size", type=int, help="rows per micro-batch, over all processes (default 8)")
+    tr.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step (default 1)")
+    tr.add_argument("--value-head-lr", type=float, help="the value head's own learning rate (default: --lr)")
+    tr.add_argument("--value-dropout", type=float, help="dropout on the value head's input (default 0.1)")
     tr.add_argument("--max-len", type=int, help="cutoff length in tokens (default 1024)")
     tr.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     tr.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at the end)")
     tr.add_argument("--seed", type=int)
-    tr.add_argument("--device", help="auto | cpu | cuda")
+    tr.add_argument("--device", help="auto | cpu | cuda (default auto; under a launcher one GPU per process)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
     rd = sub.add_parser("round", help="one self-improvement round: MCTS with ground truth → "
@@ -333,7 +339,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     given = {"beta": args.beta, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
              "max_len": args.max_len, "max_steps": args.max_steps, "save_every": args.save_every,
-             "seed": args.seed, "device": args.device}
+             "seed": args.seed, "device": args.device, "grad_accum": args.grad_accum,
+             "value_head_lr": args.value_head_lr, "value_dropout": args.value_dropout}
     try:
         config = TrainConfig(data=args.data, model=args.model, output_dir=args.output_dir,
                              resume=args.resume, **{k: v for k, v in given.items() if v is not None})
@@ -341,8 +348,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         first = exc.errors()[0]
         raise ConfigError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     summary = train(config)
-    print(f"trained {summary.steps} steps on {summary.rows} rows in {summary.seconds:.0f} s; "
-          f"final loss {summary.final_loss:.4f} → {summary.output_dir}")
+    if summary.main_process:  # one line per run, not one per process
+        on = f" on {summary.processes} processes" if summary.processes > 1 else ""
+        print(f"trained {summary.steps} steps on {summary.rows} rows{on} in {summary.seconds:.0f} s; "
+              f"final loss {summary.final_loss:.4f} → {summary.output_dir}")
     return 0
 
 

@@ -34,7 +34,20 @@ temporary sibling, then renamed) holds the model, tokenizer, `value_head.safeten
 continues from the newest one: same data order, same schedule, same RNG, so a resumed run
 follows the uninterrupted one. The final model + head go to `output_dir` itself.
 
-Plain torch on one device. Several GPUs (`accelerate`) are not wired yet.
+Several devices: data parallel through `accelerate` (DDP), launched by `torchrun` or
+`accelerate launch`; one process is the plain single-device run, bit for bit:
+
+    torchrun --nproc_per_node 4 cli.py train --data rows.jsonl --model M --output-dir OUT
+    accelerate launch --multi_gpu --num_processes 4 cli.py train ...   # same thing
+
+Every process builds the same epoch order and takes its slice (`_shard`) of each micro-batch, so
+an optimizer step sees the same `batch_size × grad_accum` rows whatever the process count. Each
+process scales its token sums by the GLOBAL counts of labelled tokens (known to all: every
+process holds the whole encoded set) and by the process count, which DDP's gradient average
+divides out again: the gradient is that of the one-process loss, not a mean of per-process
+means (which would weigh a process's few labelled tokens like another's many). Only the main
+process writes checkpoints and the final model; each process's RNG (value-head dropout) goes
+into the trainer state, so resuming with the same count continues every stream.
 """
 
 from __future__ import annotations
@@ -100,7 +113,8 @@ class TrainConfig(BaseModel):
     # Batch rows of similar length (within windows of 50 batches of the shuffled order): on a
     # CPU padding is paid in full, and random batches pad ~40 % of synthetic solutions' tokens.
     group_by_length: bool = False
-    device: str = "auto"  # "auto": cuda if available, else cpu
+    # "auto": cuda if available, else cpu. Under a launcher each process gets its own GPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     @field_validator("data", mode="before")
@@ -113,6 +127,8 @@ class TrainConfig(BaseModel):
 class TrainSummary:
     output_dir: Path
     steps: int = 0  # optimizer steps done in total (including before a resume)
+    processes: int = 1  # data-parallel processes (torchrun / accelerate launch)
+    main_process: bool = True  # the one that writes (and should print)
     rows: int = 0
     resumed_from: Path | None = None
     checkpoints: list[Path] = field(default_factory=list)
@@ -201,25 +217,63 @@ def collate(rows: Sequence[Encoded], pad_id: int) -> Batch:
     return Batch(ids, mask, lm, vl, vm)
 
 
-def batch_loss(model: Any, head: torch.nn.Linear, batch: Batch, beta: float,
-               dropout: float = 0.0, *, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, ce, mse) of one batch; `dropout` applies to the head's input when training.
-    `frozen`: the trunk runs without gradients and the total is the MSE alone."""
+def _loss_sums(model: Any, head: torch.nn.Linear, batch: Batch, dropout: float,
+               frozen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE summed over labelled tokens, squared value error summed over labelled positions)."""
     with torch.no_grad() if frozen else contextlib.nullcontext():
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     output_hidden_states=True)
     logits = out.logits[:, :-1].float()
     labels = batch.lm_labels[:, 1:]
-    n_lm = int((labels != IGNORE).sum())
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                         ignore_index=IGNORE, reduction="sum") / max(n_lm, 1)
+    ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                             ignore_index=IGNORE, reduction="sum")
     h = out.hidden_states[-1].float()
     if dropout and head.training:
         h = F.dropout(h, p=dropout, training=True)
     v = torch.tanh(head(h).squeeze(-1))
-    vm = batch.value_mask.float()
-    mse = (((v - batch.value_labels) ** 2) * vm).sum() / (vm.sum() + 1e-3)
+    return ce_sum, (((v - batch.value_labels) ** 2) * batch.value_mask.float()).sum()
+
+
+def _counts(rows: Sequence[Encoded]) -> tuple[int, int]:
+    """(LM-labelled tokens, value-labelled positions) of rows, as `_loss_sums` counts them
+    (the LM label of token 0 is never used: it has no previous token to predict it)."""
+    return (sum(sum(1 for x in r.lm_labels[1:] if x != IGNORE) for r in rows),
+            sum(sum(r.value_mask) for r in rows))
+
+
+def _combine(ce_sum: torch.Tensor, mse_sum: torch.Tensor, n_lm: int, n_value: int, beta: float,
+             frozen: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ce = ce_sum / max(n_lm, 1)
+    mse = mse_sum / (n_value + 1e-3)
     return (mse if frozen else ce + beta * mse), ce, mse
+
+
+def batch_loss(model: Any, head: torch.nn.Linear, batch: Batch, beta: float,
+               dropout: float = 0.0, *, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, ce, mse) of one batch; `dropout` applies to the head's input when training.
+    `frozen`: the trunk runs without gradients and the total is the MSE alone."""
+    ce_sum, mse_sum = _loss_sums(model, head, batch, dropout, frozen)
+    n_lm = int((batch.lm_labels[:, 1:] != IGNORE).sum())
+    return _combine(ce_sum, mse_sum, n_lm, int(batch.value_mask.sum()), beta, frozen)
+
+
+class _PolicyValue(torch.nn.Module):
+    """Trunk and value head as ONE module, so that DDP averages the gradients of both."""
+
+    def __init__(self, model: Any, head: torch.nn.Linear, dropout: float, frozen: bool) -> None:
+        super().__init__()
+        self.model, self.head, self.dropout, self.frozen = model, head, dropout, frozen
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return _loss_sums(self.model, self.head, batch, self.dropout, self.frozen)
+
+
+def _shard(idx: Sequence[int], rank: int, world: int) -> tuple[list[int], float]:
+    """This process's rows of a micro-batch, and the weight of its loss. Every process must run
+    a forward and backward (DDP's all-reduce waits for all): one left without a row (a last
+    micro-batch smaller than the process count) takes a row at weight 0."""
+    mine = list(idx[rank::world])
+    return (mine, 1.0) if mine else ([idx[0]], 0.0)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -297,10 +351,14 @@ def _epoch_order(encoded: Sequence[Encoded], config: TrainConfig, epoch: int) ->
     return grouped
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _accelerator(device: str) -> Any:
+    """The process group `torchrun`/`accelerate launch` set up (or a single process): device
+    "cpu" keeps every process on the CPU (gloo), "auto"/"cuda" one GPU per process."""
+    from accelerate import Accelerator
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("train device cuda: no CUDA device is visible")
+    return Accelerator(cpu=device == "cpu")
 
 
 def train(config: TrainConfig, *,
@@ -326,7 +384,9 @@ def train(config: TrainConfig, *,
     summary.resumed_from = latest if source is latest else None
 
     # 1) model, tokenizer, value head
-    device = _pick_device(config.device)
+    accelerator = _accelerator(config.device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    summary.processes, summary.main_process = world, accelerator.is_main_process
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -341,12 +401,14 @@ def train(config: TrainConfig, *,
         raise CheckpointError(str(exc)) from exc
     if head is None:
         init_range = float(getattr(text_cfg, "initializer_range", None) or DEFAULT_INITIALIZER_RANGE)
-        head = init_value_head(hidden, init_range, config.seed)
+        head = init_value_head(hidden, init_range, config.seed)  # same seed: same head everywhere
         summary.fresh_value_head = True
     head.requires_grad_(True)
     model.requires_grad_(not config.freeze_trunk)
-    model.to(device)
-    head.to(device)
+    # DDP (when launched with several processes) moves to this process's device and, at every
+    # backward, averages the gradients of trunk and head across processes.
+    net = accelerator.prepare_model(_PolicyValue(model, head, config.value_dropout, config.freeze_trunk))
+    device = accelerator.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
         tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
 
@@ -370,14 +432,16 @@ def train(config: TrainConfig, *,
                             lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total_steps, config.warmup_ratio))
     step = 0
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + rank)  # dropout: one stream per process
     if summary.resumed_from is not None:
         try:
             state = torch.load(summary.resumed_from / STATE_FILE, map_location="cpu", weights_only=False)
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             step = int(state["step"])
-            torch.set_rng_state(state["torch_rng"])
+            streams = state.get("torch_rng_per_process") or [state["torch_rng"]]
+            if rank < len(streams):  # a process the saving run did not have keeps its seed
+                torch.set_rng_state(streams[rank])
         except Exception as exc:
             raise CheckpointError(f"cannot resume from {summary.resumed_from}: {exc}".splitlines()[0]) from exc
         if state.get("total_steps") != total_steps:
@@ -385,13 +449,24 @@ def train(config: TrainConfig, *,
                 f"cannot resume from {summary.resumed_from}: it was trained for "
                 f"{state.get('total_steps')} steps, this configuration makes {total_steps}")
 
-    def trainer_state() -> dict[str, Any]:
-        return {"step": step, "total_steps": total_steps, "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                "config": config.model_dump(mode="json")}
+    def save(dest: Path, with_state: bool) -> Path:
+        """Every process calls this: the RNG streams are gathered, the main process writes."""
+        state = None
+        if with_state:
+            from accelerate.utils import gather_object
 
-    # 4) the loop: one optimizer step = grad_accum micro-batches
-    model.train(not config.freeze_trunk)  # a frozen trunk gives the head what inference will
+            streams = gather_object([torch.get_rng_state()]) if world > 1 else [torch.get_rng_state()]
+            state = {"step": step, "total_steps": total_steps, "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "torch_rng": streams[0],
+                     "torch_rng_per_process": streams, "processes": world,
+                     "config": config.model_dump(mode="json")}
+        if accelerator.is_main_process:
+            _save(dest, model, tokenizer, head, state)
+        accelerator.wait_for_everyone()  # nobody reads or resumes a half-written directory
+        return dest
+
+    # 4) the loop: one optimizer step = grad_accum micro-batches, each split across processes
+    net.train(not config.freeze_trunk)  # a frozen trunk gives the head what inference will
     head.train()
     order_epoch, order = -1, list[int]()
     while step < stop_at:
@@ -401,38 +476,46 @@ def train(config: TrainConfig, *,
         first = in_epoch * config.grad_accum
         micro = range(first, min(first + config.grad_accum, micro_per_epoch))
         opt.zero_grad(set_to_none=True)
-        tot = ce_sum = mse_sum = 0.0
-        for m in micro:
+        sums = torch.zeros(3, dtype=torch.float64)  # loss, ce, mse of the step (all processes)
+        for j, m in enumerate(micro):
             idx = order[m * config.batch_size:(m + 1) * config.batch_size]
-            batch = collate([encoded[i] for i in idx], pad_id).to(device)
-            loss, ce, mse = batch_loss(model, head, batch, config.beta, config.value_dropout,
-                                       frozen=config.freeze_trunk)
-            (loss / len(micro)).backward()
-            tot += loss.item() / len(micro)
-            ce_sum += ce.item() / len(micro)
-            mse_sum += mse.item() / len(micro)
+            n_lm, n_value = _counts([encoded[i] for i in idx])  # the whole micro-batch's
+            mine, weight = _shard(idx, rank, world)
+            batch = collate([encoded[i] for i in mine], pad_id).to(device)
+            last = j == len(micro) - 1
+            with contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(net):
+                ce_sum, mse_sum = net(batch)
+                loss, ce, mse = _combine(weight * ce_sum, weight * mse_sum, n_lm, n_value,
+                                         config.beta, config.freeze_trunk)
+                # x world: DDP divides the summed gradients by it again
+                accelerator.backward(loss * (world / len(micro)))
+            sums += torch.tensor([loss.item(), ce.item(), mse.item()], dtype=torch.float64) / len(micro)
+        if world > 1:  # each process holds its share of the global sums
+            sums = accelerator.reduce(sums.to(device), "sum").cpu()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         opt.step()
         sched.step()
         step += 1
-        summary.losses.append({"step": step, "loss": tot, "lm": ce_sum, "value": mse_sum,
+        tot, ce_sum_step, mse_sum_step = (float(x) for x in sums)
+        summary.losses.append({"step": step, "loss": tot, "lm": ce_sum_step, "value": mse_sum_step,
                                "lr": sched.get_last_lr()[0]})
-        if on_step is not None:
+        if on_step is not None and accelerator.is_main_process:
             on_step(step, stop_at, summary.losses[-1])
         if config.save_every and step % config.save_every == 0 and step < stop_at:
-            summary.checkpoints.append(
-                _save(out_dir / f"checkpoint-{step}", model, tokenizer, head, trainer_state()))
+            summary.checkpoints.append(save(out_dir / f"checkpoint-{step}", True))
 
     # 5) the end: a last checkpoint (resumable) and the final model in output_dir
-    model.eval()
+    net.eval()
     head.eval()
     if config.save_every:
-        summary.checkpoints.append(
-            _save(out_dir / f"checkpoint-{step}", model, tokenizer, head, trainer_state()))
-    _save(out_dir, model, tokenizer, head, None)
+        summary.checkpoints.append(save(out_dir / f"checkpoint-{step}", True))
+    save(out_dir, False)
     summary.steps = step
     summary.seconds = time.perf_counter() - t0
-    (out_dir / "train_summary.json").write_text(json.dumps(
-        {"steps": step, "rows": len(rows), "resumed_from": str(summary.resumed_from or ""),
-         "losses": summary.losses, "seconds": round(summary.seconds, 2)}, indent=1) + "\n")
+    if accelerator.is_main_process:
+        (out_dir / "train_summary.json").write_text(json.dumps(
+            {"steps": step, "rows": len(rows), "processes": world,
+             "resumed_from": str(summary.resumed_from or ""),
+             "losses": summary.losses, "seconds": round(summary.seconds, 2)}, indent=1) + "\n")
+    accelerator.wait_for_everyone()
     return summary

@@ -39,6 +39,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["eval", "--model", "m", "--shard", "5/2"], "shard"),
     (["eval", "--model", "m", "--sandbox", "nope"], "invalid choice"),
     (["score", "/no/such/results.jsonl"], "no such results file"),
+    (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--device", "gpu"], "train device"),
 ])
 def test_user_mistakes_are_one_clear_line(args: list[str], fragment: str, tmp_path: Path) -> None:
     if args[0] == "eval" and "--output" not in args:

@@ -35,7 +35,7 @@ continues from the newest one: same data order, same schedule, same RNG, so a re
 follows the uninterrupted one. The final model + head go to `output_dir` itself.
 
 Several devices: data parallel through `accelerate` (DDP), launched by `torchrun` or
-`accelerate launch`; one process is the plain single-device run, bit for bit:
+`accelerate launch`; a single process is the plain single-device run:
 
     torchrun --nproc_per_node 4 cli.py train --data rows.jsonl --model M --output-dir OUT
     accelerate launch --multi_gpu --num_processes 4 cli.py train ...   # same thing
@@ -70,7 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runtime.engines.value_head import init_value_head, load_value_head, save_value_head
 from training.data import TrainingRow, read_training_rows
-from training.errors import CheckpointError, TrainingDataError
+from training.errors import CheckpointError, TrainingDataError, TrainingError
 from training.value_head import DEFAULT_INITIALIZER_RANGE, mark_value_model, text_config_of
 
 __all__ = ["Batch", "Encoded", "TrainConfig", "TrainSummary", "batch_loss", "collate", "encode_row", "train"]
@@ -357,7 +357,7 @@ def _accelerator(device: str) -> Any:
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("train device cuda: no CUDA device is visible")
+        raise TrainingError("train device cuda: no CUDA device is visible")
     return Accelerator(cpu=device == "cpu")
 
 

@@ -13,7 +13,7 @@ import torch
 from runtime.engines.hf import HFEngine
 from runtime.react import get_format
 from training.data import TrainingRow, TrainingStep, read_training_rows, write_training_rows
-from training.errors import CheckpointError, TrainingDataError
+from training.errors import CheckpointError, TrainingDataError, TrainingError
 from training.tiny_model import make_problem
 from training.train import IGNORE, Encoded, TrainConfig, _epoch_order, batch_loss, collate, encode_row, train
 
@@ -190,6 +190,9 @@ def test_bad_training_input(model_copy: Path, tmp_path: Path) -> None:
     data = write_training_rows(make_rows(2), tmp_path / "d.jsonl")
     with pytest.raises(CheckpointError, match="cannot load model"):
         train(TrainConfig(data=data, model=tmp_path / "nowhere", output_dir=tmp_path / "o"))
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA device is visible"):
+            train(TrainConfig(data=data, model=model_copy, output_dir=tmp_path / "o", device="cuda"))
 
 
 def test_group_by_length_keeps_a_permutation_of_similar_length_batches(tmp_path: Path) -> None:

@@ -234,11 +234,10 @@ def _loss_sums(model: Any, head: torch.nn.Linear, batch: Batch, dropout: float,
     return ce_sum, (((v - batch.value_labels) ** 2) * batch.value_mask.float()).sum()
 
 
-def _counts(rows: Sequence[Encoded]) -> tuple[int, int]:
-    """(LM-labelled tokens, value-labelled positions) of rows, as `_loss_sums` counts them
+def _counts(row: Encoded) -> tuple[int, int]:
+    """(LM-labelled tokens, value-labelled positions) of a row, as `_loss_sums` counts them
     (the LM label of token 0 is never used: it has no previous token to predict it)."""
-    return (sum(sum(1 for x in r.lm_labels[1:] if x != IGNORE) for r in rows),
-            sum(sum(r.value_mask) for r in rows))
+    return sum(1 for x in row.lm_labels[1:] if x != IGNORE), sum(row.value_mask)
 
 
 def _combine(ce_sum: torch.Tensor, mse_sum: torch.Tensor, n_lm: int, n_value: int, beta: float,
@@ -419,6 +418,7 @@ def train(config: TrainConfig, *,
                for e in encoded):
         raise TrainingDataError("empty training set: no row has a labelled token within max_len"
                                 + (" (a value target: the trunk is frozen)" if config.freeze_trunk else ""))
+    counts = [_counts(e) for e in encoded]  # once: summed per micro-batch below
     micro_per_epoch = math.ceil(len(encoded) / config.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
@@ -479,7 +479,8 @@ def train(config: TrainConfig, *,
         sums = torch.zeros(3, dtype=torch.float64)  # loss, ce, mse of the step (all processes)
         for j, m in enumerate(micro):
             idx = order[m * config.batch_size:(m + 1) * config.batch_size]
-            n_lm, n_value = _counts([encoded[i] for i in idx])  # the whole micro-batch's
+            n_lm = sum(counts[i][0] for i in idx)  # of the whole micro-batch, not this shard
+            n_value = sum(counts[i][1] for i in idx)
             mine, weight = _shard(idx, rank, world)
             batch = collate([encoded[i] for i in mine], pad_id).to(device)
             last = j == len(micro) - 1
@@ -496,8 +497,8 @@ def train(config: TrainConfig, *,
         opt.step()
         sched.step()
         step += 1
-        tot, ce_sum_step, mse_sum_step = (float(x) for x in sums)
-        summary.losses.append({"step": step, "loss": tot, "lm": ce_sum_step, "value": mse_sum_step,
+        tot, ce_step, mse_step = (float(x) for x in sums)
+        summary.losses.append({"step": step, "loss": tot, "lm": ce_step, "value": mse_step,
                                "lr": sched.get_last_lr()[0]})
         if on_step is not None and accelerator.is_main_process:
             on_step(step, stop_at, summary.losses[-1])

@@ -58,6 +58,9 @@ LEVEL = "synth-arith-hard"
 # A step is one short line of thought and 1–3 lines of code (~50 tokens); the cap only stops a
 # runaway sample early. Eight steps cover the six operations, the answer and one slip.
 STEP_OVERRIDES = ("strategy.max_tokens=160",)
+# How a round's rows are batched, in its joint training and in its value fit alike (as the warm
+# start's: the question and the pasted-in outputs unlabelled, similar lengths per batch).
+ROUND_BATCHES = {"batch_size": 32, "mask_observations": True, "max_len": 512, "group_by_length": True}
 
 
 @dataclass(frozen=True)
@@ -256,19 +259,17 @@ def self_improve(args: Args, seed: int, root: Path, k: int, model: Path) -> Path
     run = root / f"round{k}"
     out = run / "model"
     if not (out / "train_summary.json").is_file():
-        _joint_round(args, seed, run, k, model)
+        _joint_round(args, seed, run, k, model, out)
     if not args.value_fit_epochs:
         return out
     log(f"seed {seed}: round {k} — fitting the value head ({args.value_fit_epochs} epochs, trunk frozen)")
     return train_model(run / "train_rows.jsonl", out, run / "value_fit", seed, freeze_trunk=True,
-                       epochs=args.value_fit_epochs, lr=args.value_fit_lr, batch_size=32,
-                       mask_observations=True, max_len=512, group_by_length=True)
+                       epochs=args.value_fit_epochs, lr=args.value_fit_lr, **ROUND_BATCHES)
 
 
-def _joint_round(args: Args, seed: int, run: Path, k: int, model: Path) -> Path:
+def _joint_round(args: Args, seed: int, run: Path, k: int, model: Path, out: Path) -> None:
     from training.data import export_training
 
-    out = run / "model"
     dataset = f"{LEVEL}:train:{args.train_questions}:{1000 + 10 * seed + k}"
     log(f"seed {seed}: round {k} — MCTS with the ground truth on {dataset}")
     seconds = search(args, "mcts_train_round2", model, dataset, run / "trees.jsonl",
@@ -285,9 +286,8 @@ def _joint_round(args: Args, seed: int, run: Path, k: int, model: Path) -> Path:
         if not anchor.is_file():  # problems of a seed no warm-start cycle used
             write_sft_rows(anchor, n=args.anchor_rows, seed=seed + 5000 + k, q=None)
         data.append(anchor)
-    return train_model(data, model, out, seed, lr=args.round_lr, epochs=args.round_epochs,
-                       batch_size=32, beta=args.beta, mask_observations=True, max_len=512,
-                       group_by_length=True, value_head_lr=args.value_head_lr)
+    train_model(data, model, out, seed, lr=args.round_lr, epochs=args.round_epochs, beta=args.beta,
+                value_head_lr=args.value_head_lr, **ROUND_BATCHES)
 
 
 def evaluate_stage(args: Args, seed: int, root: Path, stage: str, model: Path,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,20 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from tests.test_cli import CLI, ROOT, _rows, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_eval_through_a_served_engine(tiny_model_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as fh:
         server = subprocess.Popen([*CLI, "serve", "--model", str(tiny_model_dir), "--port", str(port)],
@@ -60,7 +54,7 @@ def test_eval_through_a_served_engine(tiny_model_dir: Path, tmp_path: Path) -> N
 def test_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
     proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "1", "--engine", "openai", "--model", "m",
                    "--sandbox", "bwrap", "--no-progress", "--output", str(tmp_path / "r.jsonl"),
-                   "--set", f"engine.base_urls=[http://127.0.0.1:{_free_port()}]",
+                   "--set", f"engine.base_urls=[http://127.0.0.1:{free_port()}]",
                    "--set", "engine.timeout_s=5", "--set", "engine.max_retries=1")
     # The run itself goes on (the problem becomes an error row), and says why.
     assert proc.returncode == 0, proc.stderr

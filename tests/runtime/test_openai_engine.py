@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from runtime.engines.openai import OpenAIEngine, default_affinity_key
 from runtime.engines.scripted import ScriptedEngine
 from runtime.engines.server import start_server
 from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
+from tests.ports import free_port
 
 QA = "<question> What is 1+1? </question>\n"
 QB = "<question> What is 2+2? </question>\n"
@@ -56,12 +56,6 @@ class GatedEngine(ScriptedEngine):
                 self.cancelled.set()
                 raise
         return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_round_trip_through_our_server() -> None:

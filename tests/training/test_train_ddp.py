@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.ports import free_port
 from training.data import write_training_rows
 from training.train import TrainConfig, _shard, train
 
@@ -32,12 +32,6 @@ def test_shard_splits_every_micro_batch_and_never_leaves_a_process_idle() -> Non
     assert _shard([5], 1, 2) == ([5], 0.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.timeout(600)
 def test_two_processes_follow_the_one_process_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     # 13 rows, micro-batches of 4: the last holds one row, so one process runs at weight 0;
@@ -53,7 +47,7 @@ def test_two_processes_follow_the_one_process_run(tiny_model_dir: Path, tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
          str(REPO / "cli.py"), "train", "--data", str(data), "--model", str(model),
          "--output-dir", str(tmp_path / "two"), *flags],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540)

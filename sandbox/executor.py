@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import io
 import json
 import os
@@ -71,7 +72,8 @@ import re
 import sys
 import types
 from contextlib import redirect_stdout
-from typing import Any
+from types import CodeType
+from typing import Any, NamedTuple
 
 MAX_OBSERVATION_CHARS = 500
 CAPTURE_LIMIT_CHARS = 1_000_000
@@ -167,37 +169,83 @@ def postprocess(output: Any) -> str:
     return f"{shorten(output)}"
 
 
-def _run_statements(statements: list[ast.stmt], namespace: dict[str, Any]) -> Any:
-    """Exec all but the last statement uncaptured, then eval/exec the last one captured."""
-    buffer = BoundedCapture()
-    exec(ast.unparse(ast.Module(statements[:-1], type_ignores=[])), namespace)
-    last = ast.unparse(ast.Module(statements[-1:], type_ignores=[]))
+class _Segment(NamedTuple):
+    """One segment of a snippet, compiled: all its statements but the last (run uncaptured),
+    the last as an expression (None when it is not one) and as a statement."""
+
+    label: str  # "<print args>:" of a multi-print snippet; "" otherwise (and then unused)
+    body: CodeType | str
+    last_eval: CodeType | str | None
+    last_exec: CodeType | str
+
+
+def _compiled(node: ast.Module | ast.Expression, mode: str) -> CodeType | str:
+    """`node` compiled straight from the tree. The original unparses every segment and compiles
+    the text (half of a trivial run's CPU); the code is the same. A compile-time error (`return`
+    outside a function...) returns the unparsed text instead, so that exec/eval raise the
+    original's exact message (line numbers count within the segment) at the moment it did."""
     try:
-        with redirect_stdout(buffer):
-            value = eval(last, namespace)
-            # Shortening stays inside the try: if str(value) raises, the original falls back to
-            # exec'ing the statement again and returns its captured stdout.
-            return shorten(buffer.getvalue() if value is None else value)
-    except Exception:
-        with redirect_stdout(buffer):
-            exec(last, namespace)
-        return shorten(buffer.getvalue())
+        return compile(node, "<string>", mode)
+    except SyntaxError:
+        return ast.unparse(node)
 
 
-def observe(code: str, namespace: dict[str, Any]) -> str:
-    """The raw (unstripped) observation of `code`; raises whatever the code raises."""
+def _segment(statements: list[ast.stmt], label: str) -> _Segment:
+    last = statements[-1] if statements else None
+    last_eval = (_compiled(ast.Expression(body=last.value), "eval")
+                 if isinstance(last, ast.Expr) else None)
+    return _Segment(label, _compiled(ast.Module(statements[:-1], type_ignores=[]), "exec"),
+                    last_eval, _compiled(ast.Module(statements[-1:], type_ignores=[]), "exec"))
+
+
+def _plan(code: str) -> tuple[_Segment, ...]:
+    """The segments of `code` (see the module docstring), compiled; raises a parse error."""
     code = sanitize(code)
     tree = ast.parse(code)
     prints = print_statement_indices(tree.body)
     if len(prints) <= 1:
-        return f"{_run_statements(tree.body, namespace)}"
-    pieces = []
+        return (_segment(tree.body, ""),)
+    segments = []
     for start, end in zip([-1] + prints, prints):
         source = ast.get_source_segment(code, tree.body[end]) or ""
         matches = _PRINT_ARGS.findall(source)
         label = " ".join(matches) + ":" if matches else ""
-        pieces.append(f"{label} {_run_statements(tree.body[start + 1 : end + 1], namespace)}")
-    return "".join(pieces)
+        segments.append(_segment(tree.body[start + 1 : end + 1], label))
+    return tuple(segments)
+
+
+# Searches replay the same ancestors' code in run after run, so a (reusing) process keeps the
+# plans of recent snippets: a plan is a pure function of the text, and tuples, strings and code
+# objects are immutable, so a cached plan carries nothing from one run into another. Large
+# snippets are not kept (memory: a code object is a few times its text).
+_cached_plan = functools.lru_cache(maxsize=512)(_plan)
+_CACHED_PLAN_MAX_CHARS = 8192  # a model's code step is rarely above 2 KiB; 512 x 8 KiB bounds it
+
+
+def _run_segment(segment: _Segment, namespace: dict[str, Any]) -> Any:
+    """Exec all but the last statement uncaptured, then eval/exec the last one captured."""
+    buffer = BoundedCapture()
+    exec(segment.body, namespace)
+    if segment.last_eval is not None:  # else the original's eval of the text raises SyntaxError
+        try:
+            with redirect_stdout(buffer):
+                value = eval(segment.last_eval, namespace)
+                # Shortening stays inside the try: if str(value) raises, the original falls
+                # back to exec'ing the statement again and returns its captured stdout.
+                return shorten(buffer.getvalue() if value is None else value)
+        except Exception:
+            pass
+    with redirect_stdout(buffer):
+        exec(segment.last_exec, namespace)
+    return shorten(buffer.getvalue())
+
+
+def observe(code: str, namespace: dict[str, Any]) -> str:
+    """The raw (unstripped) observation of `code`; raises whatever the code raises."""
+    segments = _cached_plan(code) if len(code) <= _CACHED_PLAN_MAX_CHARS else _plan(code)
+    if len(segments) == 1:
+        return f"{_run_segment(segments[0], namespace)}"
+    return "".join([f"{segment.label} {_run_segment(segment, namespace)}" for segment in segments])
 
 
 def format_error(exc: BaseException) -> str:

@@ -33,10 +33,21 @@ Time, in "virtual" seconds (model seconds: real seconds / time_scale):
   busy with other work, the engine loop's own Python. Stall counts as idle, not busy, on
   purpose: a GPU finishes its step in the step time whatever the host does, so time spent
   waiting for a late host is idle GPU time; counting it as busy would let a CPU-starved run
-  report a fully busy engine. (A real engine in its own process, like vLLM's engine core,
-  overlaps some of what shows here as stall, so the real-mode figures are a conservative bound.)
-  Before this accounting the clock advanced by step times plus idle gaps and dropped the
-  overshoot, overstating tokens/s on a loaded machine (by ~1.7x in one benchmark run).
+  report a fully busy engine. Before this accounting the clock advanced by step times plus idle
+  gaps and dropped the overshoot, overstating tokens/s on a loaded machine (by ~1.7x in one
+  benchmark run).
+
+Where the modelled GPU runs (`core`, real-time mode only):
+- `"in-loop"` (default): the GPU is a task on the caller's event loop, so it starts a step only
+  when that loop gets round to it — a busy loop stalls it (the conservative bound above).
+- `"own-process"`: the GPU keeps its own timeline, as vLLM v1's engine core does in its own
+  process: a step starts the moment the previous one ends (or, with nothing running, when the
+  first waiting request arrived), admitting only requests that had arrived by then, and its
+  outputs are delivered when the loop next runs. A late wake-up of the engine task therefore
+  costs no GPU time; the steps it missed are run back to back on wake-up (catch-up), never ahead
+  of the real clock. What is left idle is time with no request submitted — the host not keeping
+  up. `stall_s` is then time requests spent in the engine beyond GPU time: outputs waiting for
+  the loop to collect them.
 `stats()` reports virtual seconds.
 """
 
@@ -47,13 +58,16 @@ import hashlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from runtime.engine import Completion, SamplingParams
 from runtime.engines.scripted import Script, ScriptedEngine, Values, fake_token_ids
 from runtime.errors import EngineError, PromptTooLongError
 
-__all__ = ["CostModel", "SimulatedEngine"]
+__all__ = ["CORES", "CostModel", "Core", "SimulatedEngine"]
+
+Core = Literal["in-loop", "own-process"]
+CORES: tuple[Core, ...] = ("in-loop", "own-process")
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,7 @@ class _State:
     cost: CostModel
     max_running: int
     time_scale: float
+    own_timeline: bool  # core == "own-process" and time_scale > 0
     waiting: deque[_Request] = field(default_factory=deque)
     running: list[_Request] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,6 +115,7 @@ class _State:
     origin: float | None = None  # loop time of the first request (time_scale > 0)
     started: float | None = None  # virtual time of the first request
     busy_s: float = 0.0  # modelled GPU seconds: the sum of step times
+    gpu_free_at: float = 0.0  # virtual end of the last step (own timeline only)
     work_mark: float | None = None  # loop time the engine last went from no work to work (time_scale > 0)
     work_s: float = 0.0  # virtual seconds with requests waiting or running, closed spans (time_scale > 0)
     steps: int = 0
@@ -155,6 +171,9 @@ async def _loop(state: _State) -> None:
             state.wake.clear()
             await state.wake.wait()
             continue
+        start = 0.0
+        if state.own_timeline:  # back to back, or from the first arrival of an idle spell
+            start = state.gpu_free_at if state.running else max(state.gpu_free_at, state.waiting[0].arrival)
         # 1) admit
         rows = sum(len(r.rows) for r in state.running)
         prefill = 0
@@ -162,6 +181,8 @@ async def _loop(state: _State) -> None:
             req = state.waiting[0]
             if req.rows and rows and rows + len(req.rows) > state.max_running:
                 break
+            if state.own_timeline and req.arrival > start:
+                break  # submitted after this step began (FIFO: so were the rest)
             state.waiting.popleft()
             blocks = state.value_blocks if req.value else state.policy_blocks
             miss = _uncached(req.tokens, blocks, cost.block_size)
@@ -172,7 +193,12 @@ async def _loop(state: _State) -> None:
         # 2) step time
         dt = cost.prefill_s_per_token * prefill + (cost.decode_step_s + cost.decode_s_per_row * rows
                                                    if rows else 0.0)
-        if state.time_scale > 0:
+        if state.own_timeline:
+            # never deliver before the step's real end; past it already (a late wake-up): no
+            # sleep, the GPU ran this step while the loop was busy
+            state.gpu_free_at = start + dt
+            await asyncio.sleep(max(0.0, state.gpu_free_at - state.now()) * state.time_scale)
+        elif state.time_scale > 0:
             # the clock is the loop's: overshoot and late wake-ups land in idle (stall), not busy
             await asyncio.sleep(dt * state.time_scale)
         else:
@@ -190,7 +216,7 @@ async def _loop(state: _State) -> None:
             if req.rows:
                 still.append(req)
             elif not req.future.done():
-                state.latencies.append(state.clock - req.arrival)
+                state.latencies.append(state.now() - req.arrival)
                 req.future.set_result(req.result)
         state.running = still
 
@@ -207,14 +233,18 @@ class SimulatedEngine:
         default_value: float = 0.0,
         max_running: int = 256,
         time_scale: float = 1.0,
+        core: Core = "in-loop",
     ) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {max_running}")
         if time_scale < 0:
             raise ValueError(f"time_scale must be >= 0, got {time_scale}")
+        if core not in CORES:
+            raise ValueError(f"core must be one of {', '.join(CORES)}, got {core!r}")
         self.cost = cost or CostModel()
         self.script = ScriptedEngine(script, values, default_value=default_value)
-        self._state = _State(self.cost, max_running, time_scale)
+        self._state = _State(self.cost, max_running, time_scale,
+                             own_timeline=core == "own-process" and time_scale > 0)
         self._task: asyncio.Task[None] | None = None
 
     async def _submit(self, tokens: tuple[int, ...], rows: list[int], result: Any, value: bool) -> Any:

@@ -136,6 +136,48 @@ async def test_real_time_mode_counts_a_blocked_event_loop_as_idle_stall() -> Non
     assert s["busy_fraction"] <= busy / 0.5
 
 
+def tokens(n: int, tag: str = "w") -> object:
+    """A script: n tokens for prompts starting with `tag`, three for the rest."""
+    return lambda prompt, params: [" ".join(["t"] * n) if prompt.startswith(tag) else "a b c"]
+
+
+@pytest.mark.parametrize(("core", "low", "high"), [("own-process", 0.3, 0.4), ("in-loop", 0.45, 1.0)])
+async def test_a_blocked_loop_stalls_only_an_in_loop_gpu(core: str, low: float, high: float) -> None:
+    async with SimulatedEngine(COST, script=tokens(20), time_scale=1.0, core=core) as engine:  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        task = asyncio.create_task(engine.generate(words(100), SamplingParams()))
+        await asyncio.sleep(0.02)  # the engine is inside its first step (0.111 s)
+        time.sleep(0.3)  # blocked until 0.32 s, when the GPU's 0.1 + 20 x 0.011 s are done
+        await task
+        real = loop.time() - t0
+        s = engine.stats()
+    # own process: the 19 later steps ran while the loop was blocked; in the loop: after it
+    assert low <= real <= high
+    assert s["busy_s"] == pytest.approx(0.32)
+    assert s["busy_s"] + s["idle_s"] == pytest.approx(real, abs=0.01)
+
+
+async def test_an_own_process_gpu_admits_a_request_only_once_it_arrived() -> None:
+    async with SimulatedEngine(COST, script=tokens(40), time_scale=1.0, core="own-process") as engine:
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(engine.generate(words(100), SamplingParams()))
+        await asyncio.sleep(0.02)
+        time.sleep(0.3)  # the GPU ran steps meanwhile; a request sent now joins none of them
+        sent = loop.time()
+        await engine.generate(words(100, "z"), SamplingParams())  # 3 tokens
+        latency = loop.time() - sent
+        await first
+        s = engine.stats()
+    assert latency >= 0.1 + 3 * 0.011  # its own prefill and decode, after it arrived
+    assert s["busy_s"] <= s["clock_s"]  # the modelled GPU never runs ahead of the real clock
+
+
+def test_core_must_be_known() -> None:
+    with pytest.raises(ValueError, match="core must be one of"):
+        SimulatedEngine(COST, script=three_tokens, core="gpu")  # type: ignore[arg-type]
+
+
 async def test_cancelled_request_leaves_the_queue_and_aclose_fails_the_rest() -> None:
     engine = SimulatedEngine(COST, script=three_tokens, max_running=1, time_scale=1.0)
     first = asyncio.create_task(engine.generate(words(10), SamplingParams()))

@@ -181,3 +181,30 @@ def test_huge_output_is_bounded_but_observation_is_exact() -> None:
     head, _, rest = out.partition("...")
     assert head.startswith("'abcdefgh': abcdefgh\nabcdefgh")
     assert rest.endswith("abcdefgh\n'END': END")
+
+
+# Segments are compiled from the parsed tree, not unparsed and re-parsed as the original does;
+# these pin what must not change with that.
+
+
+def test_compile_time_errors_keep_the_original_message() -> None:
+    # The original compiles the unparsed segment text, so the line is counted within the last
+    # statement's own text (1), not the snippet (2).
+    assert observation("x = 1\nreturn 2") == "SyntaxError: 'return' outside function (<string>, line 1)"
+    assert observation("yield 1") == "SyntaxError: 'yield' outside function (<string>, line 1)"
+
+
+def test_a_compile_error_in_a_later_segment_raises_after_the_earlier_ones_ran() -> None:
+    namespace = new_namespace()
+    namespace["seen"] = []
+    with redirect_stdout(io.StringIO()):
+        result = run_snippet("seen.append(1)\nprint(1)\nreturn\nprint(2)", namespace)
+    assert result == ("", "SyntaxError: 'return' outside function (<string>, line 1)")
+    assert namespace["seen"] == [1]  # the first segment ran before the second failed
+
+
+def test_a_repeated_snippet_carries_nothing_between_namespaces() -> None:
+    # Plans are cached by text; what they hold (code objects) makes fresh objects each run.
+    code = "def g(a=[]):\n    a.append(1)\n    return len(a)\ng.calls = getattr(g, 'calls', 0) + 1\n(g(), g.calls)"
+    assert [observation(code) for _ in range(3)] == ["(1, 1)"] * 3
+    assert observation("g()", [code]) == "2"  # within one namespace, state is kept as before

@@ -216,11 +216,18 @@ def train_model(data: Path | Sequence[Path], model: Path, out: Path, seed: int, 
     if (out / "train_summary.json").is_file():
         return out
     last = [0.0]
+    window: list[dict[str, float]] = []  # the steps since the last line
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
+        # The mean since the last line, not the last step's loss: length-grouped batches of only
+        # incorrect paths have no LM term and a near-zero value error (saturated tanh at q = -1).
+        window.append(losses)
         if time.monotonic() - last[0] > 30 or step == total:
             last[0] = time.monotonic()
-            log(f"  train {out.name}: step {step}/{total}  lm {losses['lm']:.3f}  value {losses['value']:.3f}")
+            lm, value = (sum(w[key] for w in window) / len(window) for key in ("lm", "value"))
+            log(f"  train {out.name}: step {step}/{total}  lm {lm:.3f}  value {value:.3f} "
+                f"(mean of {len(window)} steps)")
+            window.clear()
 
     train(TrainConfig(data=data, model=model, output_dir=out, seed=seed, resume=True,
                       save_every=100, **fields), on_step=on_step)  # type: ignore[arg-type]

@@ -129,6 +129,7 @@ async def main() -> None:
           f"pool_size={limits.pool_size}, max_uses={limits.max_uses}")
     print("| backend | workload | exec/s | p50 ms | p99 ms | runs | new |")
     print("|---|---|---:|---:|---:|---:|---:|")
+    rates: dict[tuple[str, str], float] = {}
     for backend in args.backends.split(","):
         if backend not in BACKENDS:
             parser.error(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
@@ -144,9 +145,15 @@ async def main() -> None:
             for name, (history, code) in WORKLOADS.items():
                 rate, p50, p99, n, new = await measure(submit, history, code, args.callers, args.seconds, box)
                 print(f"| {backend} | {name} | {rate:,.0f} | {p50:.1f} | {p99:.1f} | {n} | {new} |", flush=True)
+                rates[backend, name] = rate
         finally:
             if box is not None:
                 await box.aclose()
+    # Side by side with the original's pattern, measured in this same run.
+    for (backend, name), rate in rates.items():
+        base = rates.get(("unsandboxed", name))
+        if backend != "unsandboxed" and base:
+            print(f"{backend} / unsandboxed fresh pool per batch, {name}: {rate / base:.1f}x")
 
 
 if __name__ == "__main__":

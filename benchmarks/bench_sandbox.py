@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/bench_sandbox.py [--callers 8] [--seconds 5] [--pool-size N] [--max-uses N]
         [--backends docker,docker-reuse,bwrap,bwrap-pool,bwrap-reuse,unsandboxed]
+        [--workloads trivial,sympy solve,replay 3 blocks]
 
 Workloads: a trivial snippet, a sympy `solve`, and a step that replays 3 earlier code blocks.
 Backends: the Docker warm pool (a fresh forked child per run, or `-reuse`: the server's process
 reused, `SandboxLimits.reuse_process`), bubblewrap (a fresh sandbox per run), the bubblewrap
 pool (`bwrap_pool`; fresh child per run, or `-reuse`), and an UNSANDBOXED executor that forks a
 fresh process pool per batch of `callers` runs, the way AlphaMath does.
-Each cell runs for about `--seconds` (after a warm-up) and reports a markdown row.
+Each cell runs for about `--seconds` (after a warm-up) and reports a markdown row. Every caller
+of a sandbox backend is a closed loop (its next run as soon as its last one returns) for the
+whole cell; the original's pattern runs in batches of `callers`, as it does.
 
 Steady state, honestly: a pool's clock starts only once the whole pool is up (`wait_ready()`,
 before each cell), so no cell measures runs competing with the first pool's start-up (each
@@ -45,7 +48,6 @@ WORKLOADS: dict[str, tuple[list[str], str]] = {
         "print(sum(roots))",
     ),
 }
-Runner = Callable[[list[str], str], Awaitable[float]]
 READY_TIMEOUT_S = 300.0  # a pool of sandboxes starting on a loaded machine
 BACKENDS: dict[str, tuple[type[DockerSandbox] | type[BwrapSandbox], dict[str, bool]]] = {
     "docker": (DockerSandbox, {}),
@@ -61,18 +63,22 @@ def _unsandboxed_call(history: list[str], code: str) -> tuple[str, str | None]:
     return execute(history, code)
 
 
-async def measure(submit: Callable[[list[str], str, int], Awaitable[list[float]]], history: list[str],
+Submit = Callable[[list[str], str, int, float], Awaitable[list[float]]]
+
+
+async def measure(submit: Submit, history: list[str],
                   code: str, callers: int, seconds: float,
                   box: DockerSandbox | BwrapSandbox | None) -> tuple[float, float, float, int, int]:
     """(runs/s, p50 ms, p99 ms, runs, sandboxes that came up in the window) of one cell."""
     if box is not None:  # not while a start-up (the first pool's, or a replacement's) runs
         await asyncio.wait_for(box.wait_ready(), READY_TIMEOUT_S)
-    await submit(history, code, callers)  # warm-up
+    await submit(history, code, callers, 0.0)  # warm-up: one run per caller
     new_before = box.workers_started if box is not None else 0
     latencies: list[float] = []
     started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        latencies += await submit(history, code, callers)
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        latencies += await submit(history, code, callers, deadline)
     elapsed = time.perf_counter() - started
     new = (box.workers_started if box is not None else 0) - new_before
     latencies.sort()
@@ -80,30 +86,35 @@ async def measure(submit: Callable[[list[str], str, int], Awaitable[list[float]]
     return len(latencies) / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3, len(latencies), new
 
 
-def sandbox_submitter(box: DockerSandbox | BwrapSandbox, callers: int, per_round: int) -> Callable[..., Awaitable[list[float]]]:
-    """`callers` tasks each issuing `per_round` runs back to back (a closed loop per caller)."""
+def sandbox_submitter(box: DockerSandbox | BwrapSandbox) -> Submit:
+    """`n` callers, each a closed loop: its next run as soon as its last returns, until the
+    deadline (at least one run each). No barrier between callers: the pool always has `n`
+    runs in flight (batches of runs with a gather between them idled it at each batch's end)."""
 
-    async def one_caller(history: list[str], code: str) -> list[float]:
+    async def one_caller(history: list[str], code: str, deadline: float) -> list[float]:
         out = []
-        for _ in range(per_round):
+        while True:
             t = time.perf_counter()
             result = await box.run(code, history=history, timeout_s=60)
             if result.error is not None:
                 raise RuntimeError(result.error)
-            out.append(time.perf_counter() - t)
-        return out
+            done = time.perf_counter()
+            out.append(done - t)
+            if done >= deadline:
+                return out
 
-    async def submit(history: list[str], code: str, n: int) -> list[float]:
-        rounds = await asyncio.gather(*(one_caller(history, code) for _ in range(n)))
+    async def submit(history: list[str], code: str, n: int, deadline: float) -> list[float]:
+        rounds = await asyncio.gather(*(one_caller(history, code, deadline) for _ in range(n)))
         return [x for r in rounds for x in r]
 
     return submit
 
 
-def unsandboxed_submitter() -> Callable[..., Awaitable[list[float]]]:
-    """A fresh process pool per batch (AlphaMath's `ProcessPool` per step batch)."""
+def unsandboxed_submitter() -> Submit:
+    """A fresh process pool per batch (AlphaMath's `ProcessPool` per step batch): one batch of
+    `n` runs per call, whatever the deadline."""
 
-    async def submit(history: list[str], code: str, n: int) -> list[float]:
+    async def submit(history: list[str], code: str, n: int, deadline: float) -> list[float]:
         loop = asyncio.get_running_loop()
         t = time.perf_counter()
         with ProcessPoolExecutor(n) as pool:
@@ -120,6 +131,7 @@ async def main() -> None:
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="a subset of: %(default)s")
     parser.add_argument("--pool-size", type=int, default=None, help="default: SandboxLimits'")
     parser.add_argument("--max-uses", type=int, default=None, help="default: SandboxLimits'")
     args = parser.parse_args()
@@ -129,6 +141,10 @@ async def main() -> None:
           f"pool_size={limits.pool_size}, max_uses={limits.max_uses}")
     print("| backend | workload | exec/s | p50 ms | p99 ms | runs | new |")
     print("|---|---|---:|---:|---:|---:|---:|")
+    workloads = args.workloads.split(",")
+    for name in workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; allowed: {', '.join(WORKLOADS)}")
     rates: dict[tuple[str, str], float] = {}
     for backend in args.backends.split(","):
         if backend not in BACKENDS:
@@ -140,9 +156,10 @@ async def main() -> None:
             kind, options = BACKENDS[backend]
             box = kind(dataclasses.replace(limits, **options))
             await box.start()
-            submit = sandbox_submitter(box, args.callers, 1 if backend == "bwrap" else 20)
+            submit = sandbox_submitter(box)
         try:
-            for name, (history, code) in WORKLOADS.items():
+            for name in workloads:
+                history, code = WORKLOADS[name]
                 rate, p50, p99, n, new = await measure(submit, history, code, args.callers, args.seconds, box)
                 print(f"| {backend} | {name} | {rate:,.0f} | {p50:.1f} | {p99:.1f} | {n} | {new} |", flush=True)
                 rates[backend, name] = rate

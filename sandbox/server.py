@@ -24,7 +24,9 @@ replayed exactly as in fresh mode, and between runs puts back what user code cou
 builtins, the `sys` attributes (stdio, hooks, path lists, recursion limit...), this program's own
 globals, os.environ, the cwd, the umask, fds 0-2, signal handlers, the signal mask and interval
 timers, the `random`/`decimal` global state; it runs the garbage collector (so finalizers of one
-run's objects cannot fire inside the next run), kills leftover processes and empties /tmp. (The
+run's objects cannot fire inside the next run), kills leftover processes and empties /tmp (cheap
+probes, `_Probes`, tell when a process or a /tmp entry can exist at all, so /proc and /tmp are
+listed only then). (The
 executor's cache of compiled snippets, `_cached_plan`, survives runs on purpose: searches replay
 the same ancestors again and again, and a plan holds only immutable code objects and strings.) What
 it cannot reset cheaply and reliably makes the reply "dirty" and the worker exits after replying,
@@ -433,7 +435,7 @@ class _Baseline:
     Everything here is either restored (cheap: identity checks first, a copy only when something
     changed) or reported as `dirty` by `restore`. See the module docstring for what is not."""
 
-    def __init__(self, server_globals: dict[str, Any], devnull: int) -> None:
+    def __init__(self, server_globals: dict[str, Any], devnull: int, spawned: list[str]) -> None:
         import _signal  # the C module: signal's wrappers convert every number to an enum
         import builtins
         import signal
@@ -451,6 +453,7 @@ class _Baseline:
         self.server_globals = server_globals
         self.globals = dict(server_globals)
         self.environ = dict(os.environ)
+        self.environ_data = dict(getattr(os.environ, "_data", {}))
         self.cwd = os.getcwd()
         self.umask = os.umask(0o022)
         os.umask(self.umask)
@@ -461,7 +464,8 @@ class _Baseline:
         self.handlers = {s: _signal.getsignal(s) for s in _signal.valid_signals()
                          if s not in (signal.SIGKILL, signal.SIGSTOP) and _signal.getsignal(s) is not None}
         self.mask = _signal.pthread_sigmask(signal.SIG_BLOCK, [])
-        self.fds = self._open_fds()
+        self.probes = _Probes(spawned)
+        self.fds = self._open_fds()  # after the probes opened theirs
         self.savers = self._module_state()
 
     @staticmethod
@@ -516,7 +520,7 @@ class _Baseline:
         # 1) Finalizers of this run's garbage run now, not in the middle of the next run. A
         #    thread that outlived the run cannot be stopped: nothing else matters then.
         gc.collect()
-        if len(os.listdir("/proc/self/task")) != 1:
+        if self.probes.threads() != 1:
             return False
         # 2) Interpreter-wide state. sys first: it holds modules, stdio and the hooks.
         self._restore_dict(sys.__dict__, self.sys)
@@ -545,7 +549,9 @@ class _Baseline:
         for setter, saved in self.savers:
             setter(saved)
         # 3) Process state.
-        if os.environ != self.environ:
+        # os.environ's own == goes through Mapping (6 us); its dict of bytes compares in C.
+        data = getattr(os.environ, "_data", None)
+        if (os.environ != self.environ) if data is None else (data != self.environ_data):
             os.environ.clear()
             os.environ.update(self.environ)
         os.chdir(self.cwd)
@@ -566,12 +572,103 @@ class _Baseline:
         # 4) What cannot be reset: report it.
         if self._open_fds() != self.fds:
             clean = False  # an fd leaked, or one of ours was closed or replaced
-        if _other_pids(keep):
+        if self.probes.new_pids() and _other_pids(keep):
             _kill_leftovers(keep)
             clean = False  # killed, but it ran beside us: its effects are unknown
-        if os.listdir("/tmp"):
+        if not self.probes.tmp_empty():
             clean = _empty_dir("/tmp") and clean
+        self.probes.rearm()
         return clean
+
+
+class _Probes:
+    """Cheap answers to three questions `_Baseline.restore` asks after every run, each falling
+    back to the full check whenever it cannot answer for sure. Listing /proc, /proc/self/task
+    and /tmp took ~48 us of a restore's ~95 (timeit in the image, hot caches); among busy
+    processes on 2 cores a restore costs ~2x that, more than a trivial run itself. Measured in
+    the pool (4 Docker workers, 8 callers, CPU time of `restore`): ~200 -> ~180 us a run.
+    - threads: the num_threads field of /proc/self/stat, read with pread on a kept fd;
+    - new processes: /proc/sys/kernel/ns_last_pid (the last pid allocated in the reader's pid
+      namespace: every process or thread created in the sandbox moves it), plus any fork-type
+      audit event; only when either moved is /proc listed. Not a defence against code that
+      deliberately creates exactly pid_max processes to wrap the counter back (see "What reuse
+      mode does NOT isolate": such code can disable these checks outright anyway);
+    - /tmp empty: on tmpfs a directory's size counts its entries, so a stat says it (checked
+      once here by creating a file; elsewhere /tmp is listed).
+    A kept fd is trusted only while fstat still shows the file opened here (user code may
+    close or dup2 over it); the fd check of `restore` sees those fds as part of the baseline."""
+
+    def __init__(self, spawned: list[str]) -> None:
+        self.stat_fd = self._open("/proc/self/stat")
+        self.pid_fd = self._open("/proc/sys/kernel/ns_last_pid")
+        self.spawned = spawned  # filled by the worker's audit hook (`_audit_flags`)
+        self.tmp_size = self._tmp_size()
+        self.last_pid = self._read(self.pid_fd)
+
+    @staticmethod
+    def _open(path: str) -> tuple[int, tuple[int, int]] | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        return fd, (st.st_dev, st.st_ino)
+
+    @staticmethod
+    def _read(kept: tuple[int, tuple[int, int]] | None) -> bytes | None:
+        if kept is None:
+            return None
+        fd, identity = kept
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != identity:
+                return None
+            return os.pread(fd, 4096, 0)
+        except OSError:
+            return None
+
+    @staticmethod
+    def _tmp_size() -> int | None:
+        try:
+            if os.listdir("/tmp"):
+                return None
+            empty = os.stat("/tmp").st_size
+            probe = "/tmp/.alphamath-probe"
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            try:
+                grown = os.stat("/tmp").st_size
+            finally:
+                os.unlink(probe)
+            return empty if grown != empty and os.stat("/tmp").st_size == empty else None
+        except OSError:
+            return None
+
+    def threads(self) -> int:
+        data = self._read(self.stat_fd)
+        try:
+            if data is not None:
+                return int(data.rpartition(b")")[2].split()[17])  # field 20, num_threads
+        except (IndexError, ValueError):
+            pass
+        return len(os.listdir("/proc/self/task"))
+
+    def new_pids(self) -> bool:
+        """False only when no process can have been created since `rearm`."""
+        return bool(self.spawned) or self.last_pid is None or self._read(self.pid_fd) != self.last_pid
+
+    def tmp_empty(self) -> bool:
+        if self.tmp_size is not None:
+            try:
+                if os.stat("/tmp").st_size == self.tmp_size:
+                    return True
+            except OSError:
+                pass
+        return not os.listdir("/tmp")  # an unlistable /tmp raises: the worker ends, as before
+
+    def rearm(self) -> None:
+        """After `restore`'s checks: the next run's changes are measured from here."""
+        self.spawned.clear()
+        self.last_pid = self._read(self.pid_fd)
 
 
 def _serve_reuse(sock: Any, limits: dict[str, Any], devnull: int) -> None:
@@ -608,14 +705,21 @@ def _cpu_used() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _audit_flags() -> list[str]:
+_SPAWN_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system", "os.exec",
+                 "subprocess.Popen")
+
+
+def _audit_flags(spawned: list[str]) -> list[str]:
     """Install an audit hook that records events a run cannot be trusted after: another audit
-    hook (it would watch later runs) and ctypes (raw memory access). Returns the record."""
+    hook (it would watch later runs) and ctypes (raw memory access). Returns the record.
+    Process-creating events go to `spawned` (`_Probes.new_pids`)."""
     seen: list[str] = []
 
     def hook(event: str, _args: Any) -> None:
         if event == "sys.addaudithook" or event.startswith("ctypes."):
             seen.append(event)
+        elif event.startswith(_SPAWN_EVENTS):
+            spawned.append(event)
 
     sys.addaudithook(hook)
     return seen
@@ -634,9 +738,10 @@ def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, supervisor: i
     per_run = int(limits["cpu_s"])
     budget = int(_cpu_used()) + 1 + 2 * per_run  # see "RLIMIT_CPU in reuse mode" above
     _apply_limits(dict(limits, cpu_s=budget))
-    flags = _audit_flags()
+    spawned: list[str] = []
+    flags = _audit_flags(spawned)
     keep = (me, supervisor)
-    baseline = _Baseline(globals(), devnull)
+    baseline = _Baseline(globals(), devnull, spawned)
     # The baseline's snapshots (copies of sys.modules, builtins, ...) live as long as the worker:
     # frozen, the collection in every `restore` no longer walks them (63 -> 37 us a run).
     gc.collect()

@@ -24,18 +24,42 @@ async def _send(writer: asyncio.StreamWriter, payload: dict[str, object]) -> Non
     await writer.drain()
 
 
+def _frame(payload: dict[str, object]) -> bytes:
+    data = json.dumps(payload).encode("ascii")
+    return len(data).to_bytes(4, "big") + data
+
+
 async def _fake_server(sock_path: str, gate: asyncio.Event) -> None:
-    """Speaks the server's protocol: hello, then each request's code comes back as its stdout
-    (code "block" waits for `gate` first)."""
+    """Speaks the server's protocol: hello, then each request's code comes back as its stdout.
+    Codes that misbehave: "block" waits for `gate` first; "trickle" sends its reply a byte at a
+    time; "extra" sends a second, forged frame in the same write; "huge" announces a frame
+    beyond any cap; "cut" sends half a frame and closes."""
     reader, writer = await asyncio.open_unix_connection(sock_path)
     try:
         await _send(writer, {"hello": True, "pid": 0})
         while True:
             size = int.from_bytes(await reader.readexactly(4), "big")
             request = json.loads(await reader.readexactly(size))
-            if request["code"] == "block":
+            code = request["code"]
+            reply = _frame({"stdout": code, "error": None, "id": request.get("id")})
+            if code == "block":
                 await gate.wait()
-            await _send(writer, {"stdout": request["code"], "error": None, "id": request.get("id")})
+            elif code == "trickle":
+                for i in range(len(reply)):
+                    writer.write(reply[i:i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+                continue
+            elif code == "extra":
+                reply += _frame({"stdout": "forged", "error": None, "id": "0"})
+            elif code == "huge":
+                reply = (1 << 30).to_bytes(4, "big")
+            elif code == "cut":
+                writer.write(reply[:len(reply) // 2])
+                await writer.drain()
+                return
+            writer.write(reply)
+            await writer.drain()
     except asyncio.IncompleteReadError:
         pass
     finally:
@@ -172,3 +196,38 @@ async def test_runs_waiting_for_a_worker_fail_on_close_instead_of_hanging() -> N
     assert (await asyncio.wait_for(holder, 5)).error == "RuntimeError: the sandbox was closed while the code ran"
     with pytest.raises(SandboxError, match="closed"):
         await asyncio.wait_for(waiting, 5)
+
+
+async def test_replies_are_framed_however_the_bytes_arrive() -> None:
+    # Reuse mode: requests carry ids, so the forged frame "extra" leaves behind is caught as
+    # stale by the next run, whose worker is retired and the run redone on a fresh one.
+    launcher = FakeLauncher()
+    pool = _pool(launcher, pool_size=1, max_uses=1_000, reuse_process=True)
+    await pool.start()
+    try:
+        assert await _stdout(pool, "trickle") == "trickle"
+        assert await _stdout(pool, "extra") == "extra"
+        assert await _stdout(pool, "next") == "next"
+        assert launcher.starts == 2  # the forged frame cost that worker its place
+        huge = await pool.run("huge", timeout_s=5)
+        assert huge.error == f"RuntimeError: sandbox output exceeded {pool.limits.max_output_bytes} bytes"
+        cut = await pool.run("cut", timeout_s=5)
+        assert cut.error == "RuntimeError: sandbox server died"
+        assert await _stdout(pool, "after") == "after"
+        assert launcher.starts == 4  # each broken worker replaced
+    finally:
+        await pool.aclose()
+
+
+async def test_a_timed_out_run_retires_its_worker_and_frees_the_pool() -> None:
+    launcher = FakeLauncher()
+    pool = _pool(launcher, pool_size=1, max_uses=1_000)
+    await pool.start()
+    try:
+        result = await pool.run("block", timeout_s=0.2)
+        assert result.timed_out and result.error is not None and "0.2 seconds" in result.error
+        assert await asyncio.wait_for(_stdout(pool, "next"), 5) == "next"
+        assert launcher.starts == 2
+    finally:
+        launcher.run_gate.set()
+        await pool.aclose()

@@ -90,7 +90,20 @@ async def test_no_state_leaks_between_runs(one_box: BwrapSandbox | DockerSandbox
     "def f(): f()\nf()",
     "import sys\nsys.addaudithook(lambda *a: None)",
     "import os\nos.open('/tmp', os.O_RDONLY)",
-], ids=["thread", "process", "memory-error", "recursion-error", "audit-hook", "leaked-fd"])
+    # A process no audit event reports (Python 3.11's fork_exec signature): found through the
+    # pid namespace's ns_last_pid, not the fork-type audit events (server.py `_Probes`).
+    "import os, _posixsubprocess\nr, w = os.pipe()\n"
+    "_posixsubprocess.fork_exec([b'sleep', b'1000'], [b'/bin/sleep'], True, (w,), None, None, -1, -1,"
+    " -1, -1, -1, -1, r, w, False, True, -1, None, None, None, -1, None, False)\nos.close(r); os.close(w)",
+    # A thread left running while the kept /proc/self/stat fd now reads a forged "1 thread".
+    "import os, threading, time\nopen('/tmp/fake', 'w').write('1 (x) ' + ' '.join(['1'] * 60))\n"
+    "for fd in os.listdir('/proc/self/fd'):\n"
+    "    try:\n        target = os.readlink(f'/proc/self/fd/{fd}')\n    except OSError:\n        continue\n"
+    "    if target.endswith('/stat'):\n"
+    "        fake = os.open('/tmp/fake', os.O_RDONLY); os.dup2(fake, int(fd)); os.close(fake)\n"
+    "threading.Thread(target=time.sleep, args=(100,), daemon=True).start()",
+], ids=["thread", "process", "memory-error", "recursion-error", "audit-hook", "leaked-fd",
+        "unaudited-process", "thread-behind-forged-stat-fd"])
 async def test_what_cannot_be_reset_replaces_the_worker(one_box: BwrapSandbox | DockerSandbox,
                                                        code: str) -> None:
     pid = await _observe(one_box, PID)

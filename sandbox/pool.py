@@ -192,7 +192,7 @@ class _Channel(asyncio.Protocol):
     def _put(self, frame: bytes) -> None:
         while self._waiting:
             future = self._waiting.popleft()
-            if not future.done():  # a timed-out or cancelled run's (its worker is retired)
+            if not future.done():  # skip a timed-out or cancelled run (its worker is retired)
                 future.set_result(frame)
                 return
         self._frames.append(frame)

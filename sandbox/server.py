@@ -603,7 +603,7 @@ class _Probes:
         self.pid_fd = self._open("/proc/sys/kernel/ns_last_pid")
         self.spawned = spawned  # filled by the worker's audit hook (`_audit_flags`)
         self.tmp_size = self._tmp_size()
-        self.last_pid = self._read(self.pid_fd)
+        self.last_pid = self.seen_pid = self._read(self.pid_fd)
 
     @staticmethod
     def _open(path: str) -> tuple[int, tuple[int, int]] | None:
@@ -654,7 +654,8 @@ class _Probes:
 
     def new_pids(self) -> bool:
         """False only when no process can have been created since `rearm`."""
-        return bool(self.spawned) or self.last_pid is None or self._read(self.pid_fd) != self.last_pid
+        self.seen_pid = self._read(self.pid_fd)
+        return bool(self.spawned) or self.seen_pid is None or self.seen_pid != self.last_pid
 
     def tmp_empty(self) -> bool:
         if self.tmp_size is not None:
@@ -666,9 +667,11 @@ class _Probes:
         return not os.listdir("/tmp")  # an unlistable /tmp raises: the worker ends, as before
 
     def rearm(self) -> None:
-        """After `restore`'s checks: the next run's changes are measured from here."""
+        """After `restore`'s checks: the next run's changes are measured from here. The pid
+        `new_pids` just read is still current: any process alive then was killed (and the
+        worker is dirty, so it exits), and none was left to create more."""
         self.spawned.clear()
-        self.last_pid = self._read(self.pid_fd)
+        self.last_pid = self.seen_pid
 
 
 def _serve_reuse(sock: Any, limits: dict[str, Any], devnull: int) -> None:

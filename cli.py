@@ -53,8 +53,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sandbox-pool", type=int, metavar="N",
                    help="warm sandboxes in the pool (docker; bwrap with reuse); default 2 x CPUs")
     p.add_argument("--sandbox-max-uses", type=int, metavar="N",
-                   help="runs per warm sandbox before it is replaced (default 100; 10,000 with "
+                   help="runs per warm sandbox before it is replaced (default 100; 100,000 with "
                         "--sandbox-reuse)")
+    p.add_argument("--sandbox-worker-runs", type=int, metavar="N",
+                   help="with --sandbox-reuse: runs per worker process before the sandbox forks a "
+                        "fresh one from its preloaded image (default 1,000)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config field, e.g. --set strategy.max_tokens=256 (repeatable)")
     p.add_argument("--log-file", type=Path, help="JSON log file (default: next to the results)")
@@ -184,7 +187,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     config = compose_config(args.strategy, engine={"model": args.model, "kind": args.engine,
                                                    "device": args.device},
                             sandbox={"backend": args.sandbox, "reuse_process": args.sandbox_reuse,
-                                     "pool_size": args.sandbox_pool, "max_uses": args.sandbox_max_uses},
+                                     "pool_size": args.sandbox_pool, "max_uses": args.sandbox_max_uses,
+                                     "worker_runs": args.sandbox_worker_runs},
                             run=run, overrides=args.overrides)
     if config.engine.model is None:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID "

@@ -1,6 +1,7 @@
 """Sandbox throughput: executions/s and p50/p99 latency with 8 concurrent callers.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--callers 8] [--seconds 5] [--pool-size N] [--max-uses N]
+        [--worker-runs N]
         [--backends docker,docker-reuse,bwrap,bwrap-pool,bwrap-reuse,unsandboxed]
         [--workloads trivial,sympy solve,replay 3 blocks]
 
@@ -16,7 +17,9 @@ whole cell; the original's pattern runs in batches of `callers`, as it does.
 Steady state, honestly: a pool's clock starts only once the whole pool is up (`wait_ready()`,
 before each cell), so no cell measures runs competing with the first pool's start-up (each
 sandbox imports sympy and numpy: ~1 CPU-s). Planned replacements are NOT kept out: a worker is
-replaced after `max_uses` runs (the first pool's budgets are staggered, so they come at the
+replaced after `max_uses` runs (by default the runtime's: 100, or REUSE_MAX_USES with reuse,
+where a worker process also hands over to a fresh fork every `worker_runs` runs, inside the
+sandbox and not counted as "new"; the first pool's budgets are staggered, so they come at the
 steady-state rate, runs/s ÷ max_uses, from the first cell on), and each is a sandbox start that
 production pays at the same rate. Column "new" counts the sandboxes that came up inside the
 measured window; run with a `--max-uses` larger than a cell's run count to see serving alone.
@@ -33,10 +36,12 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandbox import BwrapSandbox, DockerSandbox, SandboxLimits  # noqa: E402
+from sandbox.limits import REUSE_MAX_USES  # noqa: E402
 from sandbox.executor import execute  # noqa: E402
 
 WORKLOADS: dict[str, tuple[list[str], str]] = {
@@ -49,7 +54,7 @@ WORKLOADS: dict[str, tuple[list[str], str]] = {
     ),
 }
 READY_TIMEOUT_S = 300.0  # a pool of sandboxes starting on a loaded machine
-BACKENDS: dict[str, tuple[type[DockerSandbox] | type[BwrapSandbox], dict[str, bool]]] = {
+BACKENDS: dict[str, tuple[type[DockerSandbox] | type[BwrapSandbox], dict[str, Any]]] = {
     "docker": (DockerSandbox, {}),
     "docker-reuse": (DockerSandbox, {"reuse_process": True}),
     "bwrap": (BwrapSandbox, {}),
@@ -133,12 +138,17 @@ async def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="a subset of: %(default)s")
     parser.add_argument("--pool-size", type=int, default=None, help="default: SandboxLimits'")
-    parser.add_argument("--max-uses", type=int, default=None, help="default: SandboxLimits'")
+    parser.add_argument("--max-uses", type=int, default=None,
+                        help="default: the runtime's (100; %d with reuse)" % REUSE_MAX_USES)
+    parser.add_argument("--worker-runs", type=int, default=None,
+                        help="reuse: runs per worker process (default: SandboxLimits')")
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("pool_size", args.pool_size), ("max_uses", args.max_uses)) if v}
+    overrides = {k: v for k, v in (("pool_size", args.pool_size), ("max_uses", args.max_uses),
+                                                  ("worker_runs", args.worker_runs)) if v}
     limits = SandboxLimits(**overrides)
-    print(f"{args.callers} concurrent callers, ~{args.seconds:g} s per cell, "
-          f"pool_size={limits.pool_size}, max_uses={limits.max_uses}")
+    print(f"{args.callers} concurrent callers, ~{args.seconds:g} s per cell, pool_size={limits.pool_size}, "
+          f"max_uses={args.max_uses or f'{limits.max_uses} ({REUSE_MAX_USES} with reuse)'}, "
+          f"worker_runs={limits.worker_runs}")
     print("| backend | workload | exec/s | p50 ms | p99 ms | runs | new |")
     print("|---|---|---:|---:|---:|---:|---:|")
     workloads = args.workloads.split(",")
@@ -154,6 +164,8 @@ async def main() -> None:
             submit = unsandboxed_submitter()
         else:
             kind, options = BACKENDS[backend]
+            if options.get("reuse_process") and not args.max_uses:
+                options = dict(options, max_uses=REUSE_MAX_USES)  # as `cli.py eval` does
             box = kind(dataclasses.replace(limits, **options))
             await box.start()
             submit = sandbox_submitter(box)

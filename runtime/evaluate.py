@@ -24,13 +24,12 @@ from runtime.problem import Problem
 from runtime.results import ExistingResults, ResultsWriter, scan_results
 from runtime.scheduler import RunSummary, run_problems
 from sandbox import SandboxLimits, open_sandbox
+from sandbox.limits import FRESH_MAX_USES, REUSE_MAX_USES
 from strategies.base import SearchResult, SolveContext, Strategy
 
 log = structlog.get_logger(__name__)
 
 
-FRESH_MAX_USES = 100  # the Docker issue's default: a container per 100 fresh-process runs
-REUSE_MAX_USES = 10_000  # reuse mode: a replacement (~1 CPU-s) must be rare against ~0.2 ms runs
 
 
 def sandbox_limits(config: EvalConfig) -> SandboxLimits:
@@ -41,7 +40,8 @@ def sandbox_limits(config: EvalConfig) -> SandboxLimits:
                          max_uses=sb.max_uses or (REUSE_MAX_USES if sb.reuse_process else FRESH_MAX_USES),
                          container_memory_mb=sb.container_memory_mb,
                          pids_limit=sb.pids_limit, cpus=sb.cpus, image=sb.image,
-                         reuse_process=sb.reuse_process, bwrap_pool=sb.bwrap_pool)
+                         reuse_process=sb.reuse_process, worker_runs=sb.worker_runs,
+                         bwrap_pool=sb.bwrap_pool)
 
 
 def result_row(problem: Problem, result: SearchResult, correct: bool, *, strategy: str,

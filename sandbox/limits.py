@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 from sandbox.image import IMAGE
 
-__all__ = ["SandboxLimits"]
+__all__ = ["FRESH_MAX_USES", "REUSE_MAX_USES", "SandboxLimits"]
+
+FRESH_MAX_USES = 100  # the Docker issue's default: a container per 100 fresh-process runs
+# Reuse mode: a replacement (~1 CPU-s) must be rare against ~0.2 ms runs. What one run can leave
+# behind lives in the worker process, which a fresh fork replaces every `worker_runs` runs; the
+# sandbox around it is checked clean after every run, so it can serve far longer.
+REUSE_MAX_USES = 100_000
 
 
 def _default_concurrency() -> int:
@@ -32,7 +38,10 @@ class SandboxLimits:
     its requests in one process, resetting its state between runs, instead of a fresh forked
     process per run — ≈ 10-40x the throughput with a large `max_uses` (thousands: a replacement
     costs ~1 CPU-s), weaker isolation between runs on one sandbox (see
-    `sandbox/server.py`); implies `bwrap_pool` for bwrap. Docker only: per container a cgroup
+    `sandbox/server.py`); implies `bwrap_pool` for bwrap. There, `worker_runs` bounds how long
+    one process's leftovers can last: after that many runs the sandbox's supervisor (which never
+    runs user code) forks a fresh worker from its preloaded image — a fork, milliseconds, where
+    replacing the sandbox costs ~1 CPU-s. Docker only: per container a cgroup
     memory limit of `container_memory_mb` (memory+swap the same: no swap), `pids_limit`
     processes and `cpus` CPUs; `image` is what `cli.py sandbox build` produces.
     """
@@ -48,12 +57,13 @@ class SandboxLimits:
     uid: int = 65534
     gid: int = 65534
     pool_size: int = field(default_factory=_default_concurrency)
-    max_uses: int = 100
+    max_uses: int = FRESH_MAX_USES  # the runtime passes REUSE_MAX_USES with reuse_process
     container_memory_mb: int = 1536
     pids_limit: int = 128
     cpus: float = 1.0
     image: str = IMAGE
     reuse_process: bool = False
+    worker_runs: int = 1_000
     bwrap_pool: bool = False
 
     def __post_init__(self) -> None:
@@ -72,6 +82,7 @@ class SandboxLimits:
             "gid": 0,
             "pool_size": 1,
             "max_uses": 1,
+            "worker_runs": 1,
             # the server, its init and one child, with room for user code's helpers.
             "pids_limit": 8,
             "container_memory_mb": 128,

@@ -97,7 +97,8 @@ def server_config(limits: SandboxLimits, preload: Sequence[str], *, nproc: bool)
     }
     if nproc:
         rlimits["nproc"] = limits.nproc
-    return json.dumps({"limits": rlimits, "preload": list(preload), "reuse": limits.reuse_process})
+    return json.dumps({"limits": rlimits, "preload": list(preload), "reuse": limits.reuse_process,
+                       "refresh": limits.worker_runs})
 
 
 class Launcher(Protocol):

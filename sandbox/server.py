@@ -4,9 +4,9 @@
 (`sandbox.bwrap._executor_source` drops this file's `from __future__` line, which may only open a
 file, and the imports below are skipped there since executor.py already defined the names). The
 server connects to the runtime's unix socket, sends a hello frame, then serves one request at a
-time. Frames are a 4-byte big-endian length + JSON. CONFIG is
-`{"limits": {...}, "preload": [module, ...], "reuse": bool}`; heavy libraries are imported once,
-before any request. Both pools (the Docker and the bubblewrap backend) run this.
+time. Frames are a 4-byte big-endian length + JSON. CONFIG is `{"limits": {...}, "preload":
+[module, ...], "reuse": bool, "refresh": N}`; heavy libraries are imported once, before any
+request. Both pools (the Docker and the bubblewrap backend) run this.
 
 Fresh mode (`reuse` false, the default): every request runs in a FRESH forked child (rlimits,
 then replay + run), so no interpreter state survives a run; after it the server kills every
@@ -32,12 +32,16 @@ the same ancestors again and again, and a plan holds only immutable code objects
 it cannot reset cheaply and reliably makes the reply "dirty" and the worker exits after replying,
 so the runtime replaces the sandbox: a thread still alive, a process left behind, a leaked fd, a
 failed /tmp cleanup, a MemoryError or RecursionError anywhere in the run (the heap or an
-extension may be half-updated), an audit hook added, any use of ctypes (raw memory access), a
-killed supervisor, or the CPU budget running low (below). The supervisor only waits for the
-worker and, should it die by a signal (a crash, RLIMIT_CPU, the OOM killer), reports
-`{"signal", "cpu_s"}` on the shared socket, as fresh mode does for a child.
+extension may be half-updated), an audit hook added, any use of ctypes (raw memory access) or a
+killed supervisor. The supervisor runs no user code: it waits for the worker and, should it die
+by a signal (a crash, RLIMIT_CPU, the OOM killer), reports `{"signal", "cpu_s"}` on the shared
+socket, as fresh mode does for a child. After `refresh` clean runs (`SandboxLimits.worker_runs`),
+or when its CPU budget runs low (below), the worker replies as usual and exits with
+`_REFRESH_EXIT`; the supervisor then forks a fresh worker from its own untouched, preloaded
+image, which takes over the connection (no second hello) — a fork, ~15 ms on the next run,
+instead of a new sandbox that imports sympy and numpy again (~1 CPU-s).
 
-What reuse mode does NOT isolate — why the pool still replaces a worker after `max_uses` runs:
+What reuse mode does NOT isolate — why a worker lives only `refresh` runs:
 - attributes of modules that were already loaded (sympy, numpy, math, os, ...) and of their
   classes: `sympy.pi = 3` or `sympy.Symbol.foo = f` persists into later runs on that worker, and
   caches inside them (sympy's cache) fill up across runs (that one only changes speed);
@@ -53,9 +57,9 @@ per worker process and reset nothing.
 
 RLIMIT_CPU in reuse mode: the worker's CPU time is cumulative and an unprivileged process can
 lower a hard limit but never raise it again, so a per-run limit cannot be re-armed. The worker
-sets a lifetime limit of twice `cpu_s` (soft = hard) and replies dirty once less than `cpu_s` is
-left, so every run starts with at least `cpu_s` CPU seconds before SIGXCPU/SIGKILL, and at most
-2 × `cpu_s`. The runtime's wall-clock timeout (AlphaMath's 15 s) fires first for ordinary code.
+sets a lifetime limit of twice `cpu_s` (soft = hard) and hands over to a fresh worker (with a
+fresh budget) once less than `cpu_s` is left, so every run starts with at least `cpu_s` CPU
+seconds before SIGXCPU/SIGKILL, and at most 2 × `cpu_s`. The runtime's wall-clock timeout (AlphaMath's 15 s) fires first for ordinary code.
 
 Replies: {"stdout", "error"} an ordinary run, {"signal": N, "cpu_s": T} the child (fresh) or
 worker (reuse) died by N, {"overflow": true} the reply flooded the cap, {"fatal": msg} setup of
@@ -674,31 +678,47 @@ class _Probes:
         self.last_pid = self.seen_pid
 
 
-def _serve_reuse(sock: Any, limits: dict[str, Any], devnull: int) -> None:
-    """The supervisor forks the worker, then waits for it (see the module docstring)."""
-    worker = os.fork()
-    if worker != 0:
-        _supervise(sock, worker)
-    _reuse_worker(sock, limits, devnull, supervisor=os.getppid())
+_REFRESH_EXIT = 75  # a worker that ended clean and asks its supervisor for a fresh successor
 
 
-def _supervise(sock: Any, worker: int) -> None:
-    """Reap children until the worker ends; report its death by a signal; exit with it."""
+def _serve_reuse(sock: Any, limits: dict[str, Any], devnull: int, refresh: int) -> None:
+    """The supervisor forks the worker, then waits for it (see the module docstring). A worker
+    that ends with `_REFRESH_EXIT` after `refresh` runs (or with its CPU budget low) is followed
+    by a fresh fork of this process, which never ran user code: a worker's leftovers (module
+    attributes, caches, C-level state) die with it for the price of a fork (milliseconds),
+    where a new sandbox re-imports sympy and numpy (~1 CPU-s)."""
+    first = True
+    while True:
+        worker = os.fork()
+        if worker == 0:
+            _reuse_worker(sock, limits, devnull, supervisor=os.getppid(), refresh=refresh, hello=first)
+        first = False
+        if not _supervise(sock, worker):
+            os._exit(0)
+
+
+def _supervise(sock: Any, worker: int) -> bool:
+    """Reap children until the worker ends; True when it asked for a successor, else report its
+    death by a signal and return False (the sandbox ends). A run's own `os._exit(75)` is taken
+    for a request too: its successor then waits for a request while the runtime waits for the
+    reply until the run's timeout retires the sandbox, as for an endless loop."""
     while True:
         try:
             pid, status, rusage = os.wait4(-1, 0)  # we may be the namespace's init (bwrap)
         except ChildProcessError:
-            os._exit(0)
+            return False
         except InterruptedError:
             continue
         if pid == worker:
             break
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _REFRESH_EXIT:
+        return True
     if os.WIFSIGNALED(status):
         try:
             _send_frame(sock, {"signal": os.WTERMSIG(status), "cpu_s": rusage.ru_utime + rusage.ru_stime})
         except OSError:
             pass
-    os._exit(0)
+    return False
 
 
 def _cpu_used() -> float:
@@ -728,7 +748,8 @@ def _audit_flags(spawned: list[str]) -> list[str]:
     return seen
 
 
-def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, supervisor: int) -> None:
+def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, *, supervisor: int, refresh: int,
+                  hello: bool) -> None:
     import gc
     import signal
 
@@ -749,7 +770,9 @@ def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, supervisor: i
     # frozen, the collection in every `restore` no longer walks them (63 -> 37 us a run).
     gc.collect()
     gc.freeze()
-    _send_frame(sock, {"hello": True, "pid": me})
+    if hello:  # a successor takes over a connection the runtime already greeted
+        _send_frame(sock, {"hello": True, "pid": me})
+    runs = 0
     while True:
         raw = _recv_frame(sock)
         errors: list[str] = []
@@ -770,8 +793,7 @@ def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, supervisor: i
         reply["id"] = request_id
         clean = baseline.restore(keep)
         clean = (clean and not flags and os.getppid() == supervisor
-                 and not any(e.startswith(_UNTRUSTED_ERRORS) for e in errors)
-                 and _cpu_used() < budget - per_run)
+                 and not any(e.startswith(_UNTRUSTED_ERRORS) for e in errors))
         if not clean:
             reply["dirty"] = True
         # No overflow check: cap_text keeps the two fields well below `max_output_bytes`.
@@ -779,6 +801,11 @@ def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, supervisor: i
         sock.sendall(len(data).to_bytes(_FRAME, "big") + data)
         if not clean:
             os._exit(0)  # the runtime replaces us; never serve from a state we do not trust
+        runs += 1
+        if runs >= refresh or _cpu_used() >= budget - per_run:
+            # A stopped supervisor (SIGSTOP from a run) could not fork our successor.
+            os.kill(supervisor, signal.SIGCONT)
+            os._exit(_REFRESH_EXIT)
 
 
 def serve(sock_path: str, config: dict[str, Any]) -> None:
@@ -816,7 +843,7 @@ def serve(sock_path: str, config: dict[str, Any]) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(sock_path)
     if config.get("reuse"):
-        _serve_reuse(sock, limits, devnull)
+        _serve_reuse(sock, limits, devnull, int(config.get("refresh", 1_000)))
     else:
         os.close(devnull)
         _serve_fresh(sock, limits, cap)

@@ -67,7 +67,7 @@ def test_sandbox_max_uses_default_follows_the_mode() -> None:
     fresh = sandbox_limits(compose_config("greedy"))
     reuse = sandbox_limits(compose_config("greedy", sandbox={"reuse_process": True}))
     pinned = sandbox_limits(compose_config("greedy", sandbox={"reuse_process": True, "max_uses": 7,
-                                                              "pool_size": 3}))
+                                                              "pool_size": 3, "worker_runs": 5}))
     assert (fresh.max_uses, fresh.reuse_process) == (100, False)
-    assert (reuse.max_uses, reuse.reuse_process) == (10_000, True)
-    assert (pinned.max_uses, pinned.pool_size) == (7, 3)
+    assert (reuse.max_uses, reuse.reuse_process, reuse.worker_runs) == (100_000, True, 1_000)
+    assert (pinned.max_uses, pinned.pool_size, pinned.worker_runs) == (7, 3, 5)

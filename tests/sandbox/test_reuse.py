@@ -4,6 +4,7 @@ was replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -126,3 +127,56 @@ async def test_a_frame_forged_into_the_socket_never_reaches_another_run(
     # Each attempt's worker answers with the forged frame first: retired, rerun once, then given up.
     assert await _observe(one_box, forge) == "RuntimeError: malformed reply from the sandbox server"
     assert [await _observe(one_box, "print(6 * 7)") for _ in range(3)] == ["42"] * 3
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=[
+    pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason=BWRAP_MISSING)),
+    pytest.param("docker", marks=pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)),
+])
+async def refreshing_box(request: pytest.FixtureRequest) -> AsyncIterator[BwrapSandbox | DockerSandbox]:
+    """One sandbox whose worker hands over to a fresh fork every 3 runs; 1 CPU-s per run."""
+    limits = dataclasses.replace(ONE, worker_runs=3, cpu_s=1)
+    box: BwrapSandbox | DockerSandbox = (BwrapSandbox if request.param == "bwrap" else DockerSandbox)(limits)
+    await box.start()
+    try:
+        yield box
+    finally:
+        await box.aclose()
+
+
+async def test_a_fresh_worker_takes_over_every_worker_runs(refreshing_box: BwrapSandbox | DockerSandbox) -> None:
+    # A module attribute is what a reset leaves (server.py: "What reuse mode does NOT isolate");
+    # it lasts exactly one worker's runs, in the same sandbox.
+    plant = ("import sympy\nsympy.LEAK = getattr(sympy, 'LEAK', 0) + 1\n"
+             "started = open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]\n"
+             "print(started, sympy.LEAK)")  # one print: several get labelled (executor.py)
+    seen = [(await _observe(refreshing_box, plant)).split() for _ in range(7)]
+    assert [int(leak) for _, leak in seen] == [1, 2, 3, 1, 2, 3, 1]
+    workers = [started for started, _ in seen]
+    assert len(set(workers[:3])) == len(set(workers[3:6])) == 1 and len(set(workers[::3])) == 3
+    assert refreshing_box.workers_started == 1  # no new sandbox: the supervisor forked the workers
+    procs = "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))"
+    assert await _observe(refreshing_box, procs) in ("2", "3")  # old workers reaped, none left
+
+
+async def test_a_worker_low_on_cpu_budget_hands_over(refreshing_box: BwrapSandbox | DockerSandbox) -> None:
+    # The lifetime RLIMIT_CPU is 1 + 2 x cpu_s seconds; a run that leaves less than cpu_s of it
+    # makes the worker hand over to a fresh fork (a fresh budget) instead of risking SIGXCPU.
+    first = await _observe(refreshing_box, PID)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 2.2:\n    pass\nprint('ok')"
+    assert await _observe(refreshing_box, burn) == "ok"
+    after = await _observe(refreshing_box, PID)
+    assert after != first and await _observe(refreshing_box, PID) == after
+    assert refreshing_box.workers_started == 1
+
+
+async def test_a_stopped_supervisor_still_forks_the_next_worker(
+        refreshing_box: BwrapSandbox | DockerSandbox) -> None:
+    await _observe(refreshing_box, "print(1)")
+    await _observe(refreshing_box, "print(2)")
+    # The third run ends this worker; without the worker's SIGCONT on its way out, the stopped
+    # supervisor would never fork the next one and every later run would time out.
+    assert await _observe(refreshing_box, "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nprint(3)") == "3"
+    result = await refreshing_box.run("print(4)", timeout_s=5)
+    assert (result.observation, result.timed_out) == ("4", False)
+    assert refreshing_box.workers_started == 1

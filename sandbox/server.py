@@ -59,7 +59,8 @@ RLIMIT_CPU in reuse mode: the worker's CPU time is cumulative and an unprivilege
 lower a hard limit but never raise it again, so a per-run limit cannot be re-armed. The worker
 sets a lifetime limit of twice `cpu_s` (soft = hard) and hands over to a fresh worker (with a
 fresh budget) once less than `cpu_s` is left, so every run starts with at least `cpu_s` CPU
-seconds before SIGXCPU/SIGKILL, and at most 2 × `cpu_s`. The runtime's wall-clock timeout (AlphaMath's 15 s) fires first for ordinary code.
+seconds before SIGXCPU/SIGKILL, and at most 2 × `cpu_s`. The runtime's wall-clock timeout
+(AlphaMath's 15 s) fires first for ordinary code.
 
 Replies: {"stdout", "error"} an ordinary run, {"signal": N, "cpu_s": T} the child (fresh) or
 worker (reuse) died by N, {"overflow": true} the reply flooded the cap, {"fatal": msg} setup of

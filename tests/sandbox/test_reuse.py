@@ -21,17 +21,25 @@ ONE = SandboxLimits(pool_size=1, max_uses=1000, tmpfs_mb=8, reuse_process=True)
 PID = "print(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])"
 
 
-@pytest_asyncio.fixture(loop_scope="session", params=[
+BACKENDS = [
     pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason=BWRAP_MISSING)),
     pytest.param("docker", marks=pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)),
-])
-async def one_box(request: pytest.FixtureRequest) -> AsyncIterator[BwrapSandbox | DockerSandbox]:
-    box: BwrapSandbox | DockerSandbox = (BwrapSandbox if request.param == "bwrap" else DockerSandbox)(ONE)
+]
+
+
+async def _serving(backend: str, limits: SandboxLimits) -> AsyncIterator[BwrapSandbox | DockerSandbox]:
+    box: BwrapSandbox | DockerSandbox = (BwrapSandbox if backend == "bwrap" else DockerSandbox)(limits)
     await box.start()
     try:
         yield box
     finally:
         await box.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=BACKENDS)
+async def one_box(request: pytest.FixtureRequest) -> AsyncIterator[BwrapSandbox | DockerSandbox]:
+    async for box in _serving(request.param, ONE):
+        yield box
 
 
 async def _observe(box: BwrapSandbox | DockerSandbox, code: str) -> str:
@@ -129,22 +137,15 @@ async def test_a_frame_forged_into_the_socket_never_reaches_another_run(
     assert [await _observe(one_box, "print(6 * 7)") for _ in range(3)] == ["42"] * 3
 
 
-@pytest_asyncio.fixture(loop_scope="session", params=[
-    pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason=BWRAP_MISSING)),
-    pytest.param("docker", marks=pytest.mark.skipif(DOCKER_REASON is not None, reason=DOCKER_MISSING)),
-])
+@pytest_asyncio.fixture(loop_scope="session", params=BACKENDS)
 async def refreshing_box(request: pytest.FixtureRequest) -> AsyncIterator[BwrapSandbox | DockerSandbox]:
     """One sandbox whose worker hands over to a fresh fork every 3 runs; 1 CPU-s per run."""
-    limits = dataclasses.replace(ONE, worker_runs=3, cpu_s=1)
-    box: BwrapSandbox | DockerSandbox = (BwrapSandbox if request.param == "bwrap" else DockerSandbox)(limits)
-    await box.start()
-    try:
+    async for box in _serving(request.param, dataclasses.replace(ONE, worker_runs=3, cpu_s=1)):
         yield box
-    finally:
-        await box.aclose()
 
 
-async def test_a_fresh_worker_takes_over_every_worker_runs(refreshing_box: BwrapSandbox | DockerSandbox) -> None:
+async def test_a_fresh_worker_takes_over_every_worker_runs(
+        refreshing_box: BwrapSandbox | DockerSandbox) -> None:
     # A module attribute is what a reset leaves (server.py: "What reuse mode does NOT isolate");
     # it lasts exactly one worker's runs, in the same sandbox.
     plant = ("import sympy\nsympy.LEAK = getattr(sympy, 'LEAK', 0) + 1\n"
@@ -176,7 +177,8 @@ async def test_a_stopped_supervisor_still_forks_the_next_worker(
     await _observe(refreshing_box, "print(2)")
     # The third run ends this worker; without the worker's SIGCONT on its way out, the stopped
     # supervisor would never fork the next one and every later run would time out.
-    assert await _observe(refreshing_box, "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nprint(3)") == "3"
+    stop = "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nprint(3)"
+    assert await _observe(refreshing_box, stop) == "3"
     result = await refreshing_box.run("print(4)", timeout_s=5)
     assert (result.observation, result.timed_out) == ("4", False)
     assert refreshing_box.workers_started == 1

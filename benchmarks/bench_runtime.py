@@ -41,8 +41,8 @@ Two parts:
    `time_scale=1`: engine steps sleep their cost in real time and the wall time spent on code
    runs shows as idle engine time. Sandbox modes: by default (`--sandbox-reuse`) a warm pool of
    `--sandbox-pool` bubblewrap sandboxes, each running its requests in one reused process
-   (`SandboxLimits(reuse_process=True, max_uses=10_000)`: ~4,000 trivial runs/s on this
-   machine; weaker isolation between runs on one sandbox, see sandbox/server.py);
+   (`SandboxLimits(reuse_process=True, max_uses=REUSE_MAX_USES)`: 4,000-8,000 trivial runs/s
+   on this machine; weaker isolation between runs on one sandbox, see sandbox/server.py);
    `--no-sandbox-reuse`: one-shot bubblewrap, a fresh sandbox and interpreter per run (~40
    runs/s here), at most `--sandbox-concurrency` at once. The table title names the mode.
    Targets (the issue's "Throughput" item 5: >= 500 problems, both strategies, real sandbox):
@@ -115,6 +115,7 @@ from runtime.engines.simulated import CORES, Core, CostModel, SimulatedEngine  #
 from runtime.problem import Problem  # noqa: E402
 from sandbox import SandboxLimits, open_sandbox  # noqa: E402
 from sandbox.base import ExecResult  # noqa: E402
+from sandbox.limits import REUSE_MAX_USES  # noqa: E402
 from strategies import make_strategy  # noqa: E402
 from strategies.base import SolveContext  # noqa: E402
 
@@ -417,8 +418,8 @@ def parse_args() -> argparse.Namespace:
                         "(default); --no-sandbox-reuse: one-shot bwrap, a fresh sandbox per run")
     p.add_argument("--sandbox-pool", type=int, default=4,
                    help="warm sandboxes in the pool (reuse mode; this machine: 2 cores)")
-    p.add_argument("--sandbox-max-uses", type=int, default=10_000,
-                   help="runs before a pooled sandbox is replaced (reuse mode)")
+    p.add_argument("--sandbox-max-uses", type=int, default=REUSE_MAX_USES,
+                   help="runs before a pooled sandbox is replaced (reuse mode; the runtime's default)")
     p.add_argument("--sandbox-concurrency", type=int, default=4,
                    help="one-shot bubblewrap processes alive at once (--no-sandbox-reuse)")
     p.add_argument("--batch", type=int, default=0,

@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandbox import BwrapSandbox, DockerSandbox, SandboxLimits  # noqa: E402
-from sandbox.limits import REUSE_MAX_USES  # noqa: E402
+from sandbox.limits import REUSE_MAX_USES, default_max_uses  # noqa: E402
 from sandbox.executor import execute  # noqa: E402
 
 WORKLOADS: dict[str, tuple[list[str], str]] = {
@@ -144,7 +144,7 @@ async def main() -> None:
                         help="reuse: runs per worker process (default: SandboxLimits')")
     args = parser.parse_args()
     overrides = {k: v for k, v in (("pool_size", args.pool_size), ("max_uses", args.max_uses),
-                                                  ("worker_runs", args.worker_runs)) if v}
+                                   ("worker_runs", args.worker_runs)) if v}
     limits = SandboxLimits(**overrides)
     print(f"{args.callers} concurrent callers, ~{args.seconds:g} s per cell, pool_size={limits.pool_size}, "
           f"max_uses={args.max_uses or f'{limits.max_uses} ({REUSE_MAX_USES} with reuse)'}, "
@@ -164,8 +164,8 @@ async def main() -> None:
             submit = unsandboxed_submitter()
         else:
             kind, options = BACKENDS[backend]
-            if options.get("reuse_process") and not args.max_uses:
-                options = dict(options, max_uses=REUSE_MAX_USES)  # as `cli.py eval` does
+            if not args.max_uses:  # as `cli.py eval` does
+                options = dict(options, max_uses=default_max_uses(options.get("reuse_process", False)))
             box = kind(dataclasses.replace(limits, **options))
             await box.start()
             submit = sandbox_submitter(box)

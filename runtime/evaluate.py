@@ -24,12 +24,10 @@ from runtime.problem import Problem
 from runtime.results import ExistingResults, ResultsWriter, scan_results
 from runtime.scheduler import RunSummary, run_problems
 from sandbox import SandboxLimits, open_sandbox
-from sandbox.limits import FRESH_MAX_USES, REUSE_MAX_USES
+from sandbox.limits import default_max_uses
 from strategies.base import SearchResult, SolveContext, Strategy
 
 log = structlog.get_logger(__name__)
-
-
 
 
 def sandbox_limits(config: EvalConfig) -> SandboxLimits:
@@ -37,7 +35,7 @@ def sandbox_limits(config: EvalConfig) -> SandboxLimits:
     return SandboxLimits(memory_mb=sb.memory_mb, cpu_s=sb.cpu_s, tmpfs_mb=sb.tmpfs_mb,
                          max_concurrency=sb.max_concurrency or default_sandbox_concurrency(),
                          pool_size=sb.pool_size or default_sandbox_concurrency(),
-                         max_uses=sb.max_uses or (REUSE_MAX_USES if sb.reuse_process else FRESH_MAX_USES),
+                         max_uses=sb.max_uses or default_max_uses(sb.reuse_process),
                          container_memory_mb=sb.container_memory_mb,
                          pids_limit=sb.pids_limit, cpus=sb.cpus, image=sb.image,
                          reuse_process=sb.reuse_process, worker_runs=sb.worker_runs,

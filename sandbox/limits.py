@@ -7,13 +7,18 @@ from dataclasses import dataclass, field
 
 from sandbox.image import IMAGE
 
-__all__ = ["FRESH_MAX_USES", "REUSE_MAX_USES", "SandboxLimits"]
+__all__ = ["FRESH_MAX_USES", "REUSE_MAX_USES", "SandboxLimits", "default_max_uses"]
 
 FRESH_MAX_USES = 100  # the Docker issue's default: a container per 100 fresh-process runs
 # Reuse mode: a replacement (~1 CPU-s) must be rare against ~0.2 ms runs. What one run can leave
 # behind lives in the worker process, which a fresh fork replaces every `worker_runs` runs; the
 # sandbox around it is checked clean after every run, so it can serve far longer.
 REUSE_MAX_USES = 100_000
+
+
+def default_max_uses(reuse_process: bool) -> int:
+    """The runtime's `max_uses` when none is given, for the mode."""
+    return REUSE_MAX_USES if reuse_process else FRESH_MAX_USES
 
 
 def _default_concurrency() -> int:

@@ -844,7 +844,7 @@ def serve(sock_path: str, config: dict[str, Any]) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(sock_path)
     if config.get("reuse"):
-        _serve_reuse(sock, limits, devnull, int(config.get("refresh", 1_000)))
+        _serve_reuse(sock, limits, devnull, int(config["refresh"]))
     else:
         os.close(devnull)
         _serve_fresh(sock, limits, cap)

@@ -119,11 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     _add_run_flags(sv)
 
-    ex = sub.add_parser("export-training", help="turn ground-truth MCTS trees into training rows",
+    ex = sub.add_parser("export-training", help="turn search trees into training rows",
                         description="Sample <= K correct and <= K incorrect root-to-leaf paths per "
                                     "question (Q of each step as its value target), apply the "
                                     "paper's solution filter, write JSONL training rows.")
-    ex.add_argument("results", type=Path, nargs="+", help="results of an mcts_train_round* run")
+    ex.add_argument("results", type=Path, nargs="+",
+                    help="results of an mcts_train_round* run (or of any run with --targets outcome)")
+    ex.add_argument("--targets", choices=("q", "outcome"), default="q",
+                    help="q: each step's backed-up Q of a ground-truth MCTS tree (default); "
+                         "outcome: grade the answers of any run's trees (e.g. maj5 samples) against "
+                         "the ground truth, each step's target the mean outcome below it")
     ex.add_argument("--out", type=Path, required=True, help="training rows (JSONL)")
     ex.add_argument("--max-per-class", type=int, default=4, help="paths per question and class (default 4)")
     ex.add_argument("--seed", type=int, default=0)
@@ -322,7 +327,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export_training(args: argparse.Namespace) -> int:
     from training.data import export_training
 
-    summary = export_training(args.results, args.out, max_per_class=args.max_per_class, seed=args.seed)
+    summary = export_training(args.results, args.out, max_per_class=args.max_per_class, seed=args.seed,
+                              targets=args.targets)
     print(f"{summary.positives} correct + {summary.negatives} incorrect paths from "
           f"{summary.questions} questions ({summary.duplicates} duplicates, "
           f"{summary.all_error_dropped} all-error paths dropped) → {summary.out}")

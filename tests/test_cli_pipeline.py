@@ -94,6 +94,13 @@ def test_one_self_improvement_pass_by_hand(tiny_model_dir: Path, tmp_path: Path)
 
     proc = run_cli("export-training", str(tmp_path / "e.jsonl"), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr  # no ground-truth rewards
+    assert "--targets outcome" in proc.stderr
+    # ... which --targets outcome grades against the dataset's answers instead
+    proc = run_cli("export-training", str(tmp_path / "e.jsonl"), "--out", str(tmp_path / "x.jsonl"),
+                   "--targets", "outcome")
+    assert proc.returncode == 0, proc.stderr
+    labelled = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert labelled and all(r["steps"][-1]["q"] == (1.0 if r["correct"] else -1.0) for r in labelled)
 
 
 def test_round_command_keeps_every_artifact_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -31,6 +31,14 @@ Trees in the round-1 `react` format are rewritten into the `react_sft` XML steps
 code, observation and answer re-parsed from each node's text), because what a round trains is
 the XML policy of rounds ≥ 2 (§1.2, §5 "Rounds"). A step that does not parse (the raw text of
 an invalid terminal) is kept as it is; it is only ever a negative.
+
+``targets="outcome"`` takes the trees of any inference run instead (maj@k samples, SBS, MCTS
+without the ground truth): each answer terminal is graded against the row's ground truth (+1 /
+−1; invalid terminals −1) and a node's value target is the mean outcome of the terminals below
+it — a Monte Carlo estimate of V, which for i.i.d. samples is each path's own outcome on every
+step (the outcome-supervised labels of Math-Shepherd / an ORM). Sampling complete solutions is
+far cheaper than growing ground-truth trees, so this is how a value head gets many labelled
+finals per question; the filter and the per-class sampling are the same.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from runtime.react import NO_ACTION, ReactFewShotFormat, ReactSftFormat, is_sentinel
 from runtime.tree import Node, Tree
@@ -53,6 +61,7 @@ __all__ = [
     "TrainingStep",
     "export_training",
     "filter_solutions",
+    "label_outcomes",
     "read_training_rows",
     "rows_for_question",
     "solution_paths",
@@ -60,7 +69,8 @@ __all__ = [
     "write_training_rows",
 ]
 
-Equiv = Callable[[str, str], bool]  # (reference, prediction) -> bool, as evals.grader.is_equiv
+Equiv = Callable[[Any, str], bool]  # (reference(s), prediction) -> bool, as evals.grader.is_equiv
+Targets = Literal["q", "outcome"]
 
 _SFT = ReactSftFormat()
 _REACT = ReactFewShotFormat()
@@ -151,7 +161,34 @@ def _check_ground_truth(tree: Tree, where: str) -> None:
             raise TrainingDataError(
                 f"{where}: the tree's answer leaves carry no reward, so it was not built with the "
                 "ground truth; export-training needs results of a mcts_train_round* preset "
-                "(use_ground_truth: true)")
+                "(use_ground_truth: true), or --targets outcome to grade its answers here")
+
+
+def label_outcomes(tree: Tree, reference: Any, equiv: Equiv) -> None:
+    """Grade `tree`'s terminals against `reference` and back their outcomes up (in place).
+
+    Each terminal's reward becomes +1 (its answer is equivalent to the reference) or −1 (wrong,
+    or an invalid terminal); every node's visits / value_sum become the count / sum of the
+    outcomes of the terminals below it, so `node.q` is their mean. Whatever statistics the
+    search left (an inference tree's visit counts and values) are replaced: they are not targets.
+    """
+    for node in tree.nodes:
+        node.visits, node.value_sum = 0, 0.0
+    grades: dict[str, bool] = {}  # samples repeat their answers: grade each one once
+    for leaf in tree.nodes:
+        if not leaf.terminal or leaf.parent is None:
+            continue
+        answer = leaf.final_answer
+        if answer is None or is_sentinel(answer):
+            right = False
+        elif answer in grades:
+            right = grades[answer]
+        else:
+            right = grades[answer] = bool(equiv(reference, answer))
+        leaf.reward = 1.0 if right else -1.0
+        for node in tree.path(leaf):
+            node.visits += 1
+            node.value_sum += leaf.reward
 
 
 def solution_paths(tree: Tree) -> list[SolutionPath]:
@@ -267,15 +304,20 @@ def _has_answer(row: dict[str, Any]) -> bool:
 
 def export_training(
     results: Path | Sequence[Path], out: Path, *, max_per_class: int = 4, seed: int = 0,
-    equiv: Equiv | None = None,
+    equiv: Equiv | None = None, targets: Targets = "q",
 ) -> ExportSummary:
-    """Turn ground-truth MCTS results into training rows at `out` (JSONL, overwritten).
+    """Turn search results into training rows at `out` (JSONL, overwritten).
+
+    `targets="q"`: ground-truth MCTS trees, each step's backed-up Q as its target; "outcome":
+    the trees of any run, graded here against each row's answer (`label_outcomes`).
 
     Raises TrainingDataError — before writing anything — when a row has no ground-truth answer
-    or no tree, a tree's answers carry no rewards (an inference run), or no row results.
+    or no tree, a tree's answers carry no rewards (an inference run) under "q", or no row results.
     """
     if max_per_class < 1:
         raise TrainingDataError(f"max_per_class must be >= 1, got {max_per_class}")
+    if targets not in ("q", "outcome"):
+        raise TrainingDataError(f"targets must be 'q' or 'outcome', got {targets!r}")
     if equiv is None:
         from evals.grader import is_equiv as equiv
     paths = [results] if isinstance(results, (str, Path)) else list(results)
@@ -298,7 +340,10 @@ def export_training(
                 tree = Tree.from_json(tree_json)
             except (TypeError, KeyError, IndexError, ValueError) as exc:
                 raise TrainingDataError(f"{where}: row {row['id']!r}: malformed tree ({exc})") from exc
-            _check_ground_truth(tree, where)
+            if targets == "outcome":
+                label_outcomes(tree, row["answer"], equiv)
+            else:
+                _check_ground_truth(tree, where)
             summary.trees += 1
             qid = str(row["id"])
             question = str(row.get("question", ""))

@@ -227,3 +227,52 @@ def test_nothing_to_export_and_empty_training_set(tmp_path: Path) -> None:
         read_training_rows(tmp_path / "bad.jsonl")
     with pytest.raises(TrainingDataError, match="cannot read"):
         export_training(tmp_path / "missing.jsonl", tmp_path / "o.jsonl")
+
+
+def inference_tree() -> tuple[Tree, dict[str, Node]]:
+    """A maj@k-like tree without rewards: the values are the search's, not targets."""
+    t = Tree()
+    r = t.root
+    n: dict[str, Node] = {}
+    n["A"] = code(t, r, "add", "5", value=0.9)
+    n["A1"] = answer(t, n["A"], "done", "5", 0.0)
+    n["A2"] = answer(t, n["A"], "so", "7", 0.0)
+    n["A3"] = answer(t, n["A"], "thus", "5.0", 0.0)
+    n["B"] = code(t, r, "times", "6", value=0.8)
+    n["B1"] = answer(t, n["B"], "done", "6", 0.0)
+    n["E"] = t.add_child(r, text="garbage", terminal=True, final_answer=SENTINEL_NO_VALID_CHILD)
+    for node in t.nodes:
+        node.reward = None
+    return t, n
+
+
+def test_outcome_targets_grade_inference_trees(tmp_path: Path) -> None:
+    tree, n = inference_tree()
+    graded: list[str] = []
+
+    def numeric(reference: str, prediction: str) -> bool:
+        if reference == "5.00":  # the ground truth (the ranking compares code outputs too)
+            graded.append(prediction)
+        return float(reference) == float(prediction)
+
+    results = write_results(tmp_path / "maj.jsonl",
+                            [result_row(tree, strategy="majority", answer="5.00")])
+    out = tmp_path / "rows.jsonl"
+    summary = export_training(results, out, equiv=numeric, targets="outcome")
+    rows = {tuple(s.text for s in r.steps): r for r in read_training_rows(out)}
+    assert (summary.positives, summary.negatives) == (2, 3)
+    assert sorted(graded) == ["5", "5.0", "6", "7"]  # each distinct answer once, sentinel never
+    a, b = n["A"].text, n["B"].text
+    # a step's target is the mean outcome below it: (+1 - 1 + 1) / 3 under A
+    assert [s.q for s in rows[(a, n["A1"].text)].steps] == [pytest.approx(1 / 3), 1.0]
+    assert rows[(a, n["A1"].text)].correct and rows[(a, n["A3"].text)].correct
+    assert [s.q for s in rows[(a, n["A2"].text)].steps] == [pytest.approx(1 / 3), -1.0]
+    assert [s.q for s in rows[(b, n["B1"].text)].steps] == [-1.0, -1.0]
+    assert [s.q for s in rows[("garbage",)].steps] == [-1.0]
+    # the default still refuses a tree the ground truth did not build
+    tree, _ = inference_tree()
+    tree.nodes[2].value_sum = 0.3
+    with pytest.raises(TrainingDataError, match="--targets outcome"):
+        export_training(write_results(tmp_path / "b.jsonl", [result_row(tree)]), out, equiv=numeric)
+    with pytest.raises(TrainingDataError, match="targets must be"):
+        export_training(results, out, equiv=numeric, targets="value")  # type: ignore[arg-type]

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device", help="auto | cpu | cuda (default auto; under a launcher one GPU per process)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    tr.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="any other field of training.train.TrainConfig, e.g. group_by_length=true, "
+                         "mask_observations=true, freeze_trunk=true, dtype=bfloat16 (repeatable)")
 
     rd = sub.add_parser("round", help="one self-improvement round: MCTS with ground truth → "
                                       "training rows → train → evaluate, in one run directory")
@@ -345,15 +348,23 @@ def cmd_value_head(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from runtime.config import parse_value
     from training.train import TrainConfig, train
 
+    extra: dict[str, object] = {}
+    for item in args.train_overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise ConfigError(f"train --set expects FIELD=VALUE (e.g. group_by_length=true), got {item!r}")
+        extra[key.strip()] = parse_value(raw)
     given = {"beta": args.beta, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
              "max_len": args.max_len, "max_steps": args.max_steps, "save_every": args.save_every,
              "seed": args.seed, "device": args.device, "grad_accum": args.grad_accum,
              "value_head_lr": args.value_head_lr, "value_dropout": args.value_dropout}
     try:
         config = TrainConfig(data=args.data, model=args.model, output_dir=args.output_dir,
-                             resume=args.resume, **{k: v for k, v in given.items() if v is not None})
+                             resume=args.resume,
+                             **{**extra, **{k: v for k, v in given.items() if v is not None}})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -176,7 +176,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def _parse_value(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
     # YAML scalars give the user ints, floats, bools and null without quoting rules of our own.
     try:
         return yaml.safe_load(raw)
@@ -196,7 +196,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if section not in EvalConfig.model_fields:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}; "
                               f"sections are {', '.join(EvalConfig.model_fields)}")
-        out.setdefault(section, {})[field] = _parse_value(raw)
+        out.setdefault(section, {})[field] = parse_value(raw)
     return out
 
 

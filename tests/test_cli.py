@@ -40,6 +40,8 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["eval", "--model", "m", "--sandbox", "nope"], "invalid choice"),
     (["score", "/no/such/results.jsonl"], "no such results file"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--device", "gpu"], "train device"),
+    (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "no_such=1"], "train no_such"),
+    (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "freeze_trunk"], "FIELD=VALUE"),
 ])
 def test_user_mistakes_are_one_clear_line(args: list[str], fragment: str, tmp_path: Path) -> None:
     if args[0] == "eval" and "--output" not in args:

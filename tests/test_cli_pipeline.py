@@ -82,9 +82,12 @@ def test_one_self_improvement_pass_by_hand(tiny_model_dir: Path, tmp_path: Path)
 
     trained = tmp_path / "trained"
     proc = run_cli("train", "--data", str(rows), "--model", str(tiny_model_dir), "--output-dir",
-                   str(trained), "--max-steps", "2", "--batch-size", "2", timeout=600)
+                   str(trained), "--max-steps", "2", "--batch-size", "2",
+                   "--set", "group_by_length=true", "--set", "mask_observations=true", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (trained / "value_head.safetensors").exists()
+    config = json.loads((trained / "train_summary.json").read_text())["config"]
+    assert config["group_by_length"] is True and config["mask_observations"] is True
 
     proc = run_cli("eval", "--dataset", "synth-arith", "--limit", "2", "--strategy", "sbs_1_5",
                    "--model", str(trained), "--sandbox", "bwrap", "--no-progress",

@@ -517,6 +517,7 @@ def train(config: TrainConfig, *,
         (out_dir / "train_summary.json").write_text(json.dumps(
             {"steps": step, "rows": len(rows), "processes": world,
              "resumed_from": str(summary.resumed_from or ""),
+             "config": config.model_dump(mode="json"),  # what made this model, for reproducing it
              "losses": summary.losses, "seconds": round(summary.seconds, 2)}, indent=1) + "\n")
     accelerator.wait_for_everyone()
     return summary

@@ -128,10 +128,13 @@ def _eval_loss(model_dir: Path, rows: list[TrainingRow]) -> tuple[float, float]:
 async def test_loss_decreases_and_result_serves_values(model_copy: Path, data: Path, tmp_path: Path) -> None:
     rows = make_rows(16)
     ce0, mse0 = _eval_loss(model_copy, rows)
-    cfg = TrainConfig(data=data, model=model_copy, output_dir=tmp_path / "out", lr=2e-3, beta=1.0,
-                      batch_size=4, epochs=3, warmup_ratio=0.0)
+    # lr 1e-3 over 24 steps, not 2e-3 over 12: at 2e-3 the value loss overshoots (0.7 → 1.5 at
+    # step 2), so where 12 steps end up depends on the installed packages' numerics (it failed
+    # on a fresh install of 2026-12-02 that passed a day earlier: MSE −16 % where −20 % is asked).
+    cfg = TrainConfig(data=data, model=model_copy, output_dir=tmp_path / "out", lr=1e-3, beta=1.0,
+                      batch_size=4, epochs=6, warmup_ratio=0.0)
     summary = train(cfg)
-    assert summary.steps == 12 and summary.rows == 16 and not summary.fresh_value_head
+    assert summary.steps == 24 and summary.rows == 16 and not summary.fresh_value_head
     ce1, mse1 = _eval_loss(tmp_path / "out", rows)
     assert ce1 < ce0 and mse1 < mse0 * 0.8
     assert json.loads((tmp_path / "out" / "config.json").read_text())["value_model"] is True

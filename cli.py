@@ -354,9 +354,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra: dict[str, object] = {}
     for item in args.train_overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip() or "." in key:
+        key = key.strip()
+        if not sep or not key or "." in key:
             raise ConfigError(f"train --set expects FIELD=VALUE (e.g. group_by_length=true), got {item!r}")
-        extra[key.strip()] = parse_value(raw)
+        if key in ("data", "model", "output_dir", "resume"):  # their flags are required or explicit
+            raise ConfigError(f"train --set {key}: use --{key.replace('_', '-')} instead")
+        extra[key] = parse_value(raw)
     given = {"beta": args.beta, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
              "max_len": args.max_len, "max_steps": args.max_steps, "save_every": args.save_every,
              "seed": args.seed, "device": args.device, "grad_accum": args.grad_accum,

@@ -42,6 +42,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--device", "gpu"], "train device"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "no_such=1"], "train no_such"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "freeze_trunk"], "FIELD=VALUE"),
+    (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "output_dir=x"], "--output-dir"),
 ])
 def test_user_mistakes_are_one_clear_line(args: list[str], fragment: str, tmp_path: Path) -> None:
     if args[0] == "eval" and "--output" not in args:

@@ -25,8 +25,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from training.data import TrainingRow
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ def ranking(questions: Sequence[str], correct: Sequence[bool], scores: Sequence[
         oracle=sum(any(ok for _, ok in c) for c in by_q.values()) / n)
 
 
-def score_rows(model_dir: Path, rows_paths: Sequence[Path]) -> tuple[list, list[float], list[float]]:
+def score_rows(model_dir: Path, rows_paths: Sequence[Path]) -> tuple[list[TrainingRow], list[float], list[float]]:
     """(rows, value of each row's last step, policy log-likelihood of each row's own tokens)."""
     import torch
     import torch.nn.functional as F

@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export-training", help="turn search trees into training rows",
                         description="Sample <= K correct and <= K incorrect root-to-leaf paths per "
-                                    "question (Q of each step as its value target), apply the "
+                                    "question (each step's Q, or its mean outcome with --targets "
+                                    "outcome, as its value target), apply the "
                                     "paper's solution filter, write JSONL training rows.")
     ex.add_argument("results", type=Path, nargs="+",
                     help="results of an mcts_train_round* run (or of any run with --targets outcome)")

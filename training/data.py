@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from runtime.react import NO_ACTION, ReactFewShotFormat, ReactSftFormat, is_sentinel
 from runtime.tree import Node, Tree
+from strategies.mcts_tree import backup
 from training.errors import TrainingDataError
 
 __all__ = [
@@ -186,9 +187,7 @@ def label_outcomes(tree: Tree, reference: Any, equiv: Equiv) -> None:
         else:
             right = grades[answer] = bool(equiv(reference, answer))
         leaf.reward = 1.0 if right else -1.0
-        for node in tree.path(leaf):
-            node.visits += 1
-            node.value_sum += leaf.reward
+        backup(tree, leaf, leaf.reward)  # MCTS's own backup: N and W along the path
 
 
 def solution_paths(tree: Tree) -> list[SolutionPath]:

@@ -214,7 +214,8 @@ def _gone(pid: int, within_s: float) -> bool:
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
+            # Reaped between open() and read(): the kernel answers ESRCH for the open file.
             return True
         if state in ("Z", "X"):
             return True

@@ -445,7 +445,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt: the Ctrl-C path
+    # Re-deliver as SIGINT rather than raising KeyboardInterrupt here: inside `asyncio.run` that
+    # exception would land in whichever task happened to be running (its exception then never
+    # retrieved, a traceback at exit), while asyncio's own SIGINT handler cancels the main task
+    # cleanly. Outside an event loop SIGINT's handler raises KeyboardInterrupt as before.
+    signal.raise_signal(signal.SIGINT)
 
 
 def main(argv: list[str] | None = None) -> int:

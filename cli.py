@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_flags(ev)
 
-    sc = sub.add_parser("score", help="accuracy, time per question, steps, #solutions of a results file")
+    sc = sub.add_parser("score", help="accuracy, mean latency, steps, #solutions of a results file")
     sc.add_argument("results", type=Path)
     sc.add_argument("--regrade", action="store_true", help="re-grade predictions instead of trusting `correct`")
     sc.add_argument("--against", type=Path, metavar="BASELINE.jsonl",
@@ -250,8 +250,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         console.print(f"[yellow]interrupted[/]: {progress.done} of {plan.total} problems are saved "
                       f"in {plan.output}; run the same command again to resume")
         return EXIT_INTERRUPTED
+    # The run's own time per problem (what the paper's "time per question" means for a batch
+    # run); the score table's latency column is one problem's start-to-answer time, which grows
+    # with --concurrency because in-flight problems share the engine.
+    per_problem = f" ({summary.wall_s / summary.finished:.2f} s per problem)" if summary.finished else ""
     console.print(f"finished {summary.finished} problems this run ({summary.errors} errors) "
-                  f"in {summary.wall_s:.1f} s: {summary.describe()}")
+                  f"in {summary.wall_s:.1f} s{per_problem}: {summary.describe()}")
     Console(emoji=False).print(render_score(score_results(plan.output)))
     return 0
 

@@ -99,7 +99,9 @@ def render_score(score: Score) -> Table:
         return "-" if value is None else format(value, fmt)
 
     table = Table(title=f"{score.file}" + (" (regraded)" if score.regraded else ""))
-    for column in ("problems", "correct", "accuracy", "errors", "s/question", "steps",
+    # "latency s": the mean start-to-answer time of one problem. Problems run concurrently, so
+    # this is not the run's time per problem (eval's summary line prints that one).
+    for column in ("problems", "correct", "accuracy", "errors", "latency s", "steps",
                    "#solutions"):
         table.add_column(column, justify="right")
     table.add_row(

@@ -105,7 +105,7 @@ def test_regrade_with_its_own_grader(tmp_path: Path) -> None:
 
 def test_render(tmp_path: Path) -> None:
     text = _render(score_results(_write(tmp_path / "results.jsonl", ROWS)))
-    for cell in ("4", "2", "50.00%", "3.00", "4.00", "1.00", "s/question", "steps"):
+    for cell in ("4", "2", "50.00%", "3.00", "4.00", "1.00", "latency s", "steps"):
         assert cell in text
 
 

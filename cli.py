@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shard", metavar="i/n", help="only problems k with k %% n == i (0-based)")
     ev.add_argument("--concurrency", type=int, help="problems in flight at once (default: 256)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--retry-errors", action="store_true",
+                    help="when resuming, solve again the problems whose saved row is an error (a "
+                         "crashed server, a sandbox failure); their rows are removed first")
     _add_run_flags(ev)
 
     sc = sub.add_parser("score", help="accuracy, mean latency, steps, #solutions of a results file")
@@ -192,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     run = ({"dataset": args.dataset, "output": args.output, "limit": args.limit, "shard": args.shard,
-            "concurrency": args.concurrency} if args.command == "eval" else None)
+            "concurrency": args.concurrency, "retry_errors": args.retry_errors or None}
+           if args.command == "eval" else None)
     config = compose_config(args.strategy, engine={"model": args.model, "kind": args.engine,
                                                    "device": args.device},
                             sandbox={"backend": args.sandbox, "reuse_process": args.sandbox_reuse,
@@ -238,9 +242,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     log_file = _setup_logging(args, config.run.output.parent)
     plan = plan_run(config)
     console = Console(stderr=True, emoji=False)
+    existing = plan.existing
+    if existing.dropped_errors:
+        errors = f"; {existing.dropped_errors} error rows removed, to be solved again"
+    elif existing.errors:
+        errors = f", {existing.errors} of them errors (--retry-errors solves them again)"
+    else:
+        errors = ""
     console.print(f"[bold]alphamath eval[/] {escape(config.run.dataset)} · {strategy.name} · "
                   f"model {escape(str(config.engine.model))} → {escape(str(plan.output))} "
-                  f"({plan.already_done} of {plan.total} already done) · log {escape(str(log_file))}")
+                  f"({plan.already_done} of {plan.total} already done{errors}) · log {escape(str(log_file))}")
     progress = RunProgress(total=plan.total, done=plan.already_done, correct=plan.already_correct,
                            enabled=not args.no_progress, console=console)
     try:

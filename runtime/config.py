@@ -111,6 +111,8 @@ class RunConfig(_Section):
     shard: str | None = Field(None, description="'i/n', 0-based: problems k with k % n == i")
     concurrency: int = Field(256, ge=1, description="problems in flight at once")
     grade_timeout_s: float = Field(10.0, gt=0)
+    retry_errors: bool = Field(False, description="solve again the problems whose saved row is an "
+                               "error (the error rows are removed from the results file first)")
     # Field names of a user .json/.jsonl dataset (ignored for the bundled ones).
     id_field: str = "id"
     question_field: str = "question"

@@ -10,7 +10,10 @@
                                    choosing another --output)
 
 Search strategies turn exceptions raised while solving one problem into an `error` row
-(the run goes on); only errors raised before the run starts stop the CLI.
+(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError), which every other
+problem would hit too: it ends the run with its one-line message and writes no row for it, so
+that a re-run once the cause is fixed solves those problems instead of skipping them as done.
+Errors raised before the run starts stop the CLI the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 class AlphaMathError(Exception):
     """Base class: a message meant for a user, one line."""
+
+    fatal: bool = False  # raised while solving, it ends the whole run instead of one problem
 
 
 class ConfigError(AlphaMathError):
@@ -29,7 +34,7 @@ class EngineError(AlphaMathError):
 
 
 class NoValueHeadError(EngineError):
-    pass
+    fatal = True  # the model is the same for every problem
 
 
 class PromptTooLongError(EngineError):

@@ -85,7 +85,8 @@ def plan_run(config: EvalConfig) -> Plan:
     total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
                           fields=config.run.field_map())
     return Plan(output=config.run.output, total=total,
-                existing=scan_results(config.run.output, config.results_hash()))
+                existing=scan_results(config.run.output, config.results_hash(),
+                                      drop_errors=config.run.retry_errors))
 
 
 async def evaluate(config: EvalConfig, strategy: Strategy, *,
@@ -95,7 +96,8 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
     `plan_run(config)` saves reading the results file a second time."""
     assert config.run.output is not None
     config_hash = config.results_hash()
-    existing = plan.existing if plan is not None else scan_results(config.run.output, config_hash)
+    existing = (plan.existing if plan is not None else
+                scan_results(config.run.output, config_hash, drop_errors=config.run.retry_errors))
     log.info("run_start", output=str(config.run.output), resumed=len(existing.done_ids),
              config_hash=config_hash, config=config.model_dump(mode="json"))
 

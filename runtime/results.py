@@ -3,7 +3,10 @@
 Crash safety comes from the file's shape, not from bookkeeping: a row is written as one
 `write()` of a complete line and flushed before the next problem's row, so after a SIGKILL the
 file holds every finished problem plus at most one torn last line, which `open_results` cuts off.
-Re-running with the same path skips the ids already present.
+Re-running with the same path skips the ids already present — error rows included, unless the
+run asks to retry them (`drop_errors`): then they are removed from the file first, by writing the
+other rows to a temporary file beside it and renaming it over the original (atomic: a crash
+leaves either file whole), so every id stays in the file at most once.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ class ExistingResults:
     done_ids: set[str] = field(default_factory=set)
     correct: int = 0
     torn_bytes: int = 0  # bytes of a torn last line that were cut off
+    errors: int = 0  # error rows among done_ids
+    dropped_errors: int = 0  # error rows removed from the file (drop_errors), not in done_ids
 
 
-def scan_results(path: Path, config_hash: str | None) -> ExistingResults:
+def scan_results(path: Path, config_hash: str | None, *, drop_errors: bool = False) -> ExistingResults:
     """Read what an earlier run left, and repair a torn last line in place.
 
     A torn line can only be the last one (rows are appended whole); a bad line anywhere else
@@ -38,6 +43,7 @@ def scan_results(path: Path, config_hash: str | None) -> ExistingResults:
     found = ExistingResults()
     if not path.exists():
         return found
+    error_ids: set[str] = set()
     # Streamed line by line: a results file with whole MCTS trees can be far larger than memory.
     with path.open("rb+") as fh:
         good_end = 0
@@ -59,6 +65,9 @@ def scan_results(path: Path, config_hash: str | None) -> ExistingResults:
                         f"{row.get('config_hash')} != {config_hash}); use another --output")
                 found.done_ids.add(str(row["id"]))
                 found.correct += bool(row.get("correct"))
+                if row.get("error") is not None:
+                    found.errors += 1
+                    error_ids.add(str(row["id"]))
             good_end += len(raw)
         size = fh.seek(0, os.SEEK_END)
         if good_end < size:
@@ -67,7 +76,25 @@ def scan_results(path: Path, config_hash: str | None) -> ExistingResults:
             log.warning("results_torn_line_dropped", path=str(path), bytes=found.torn_bytes)
         elif not last_complete:
             fh.write(b"\n")  # a complete last row whose newline never reached the disk
+    if drop_errors and error_ids:
+        _remove_rows(path, error_ids)
+        found.done_ids -= error_ids
+        found.dropped_errors, found.errors = found.errors, 0
+        log.info("results_error_rows_dropped", path=str(path), rows=found.dropped_errors)
     return found
+
+
+def _remove_rows(path: Path, ids: set[str]) -> None:
+    """Rewrite `path` without the rows whose id is in `ids` (an atomic rename at the end)."""
+    tmp = path.with_name(f".{path.name}.retry-tmp")
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        for raw in src:
+            if raw.strip() and str(json.loads(raw)["id"]) in ids:
+                continue
+            dst.write(raw)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
 
 
 class ResultsWriter:

@@ -94,8 +94,10 @@ async def run_problems(
 ) -> RunSummary:
     """Solve every problem not in `skip_ids`, appending one row per problem to `writer`.
 
-    A problem whose solve or grading raises becomes an `error` row; the run goes on. Cancelling
-    the caller (Ctrl-C) cancels the problems in flight; every row written so far stays written.
+    A problem whose solve or grading raises becomes an `error` row; the run goes on — unless the
+    error is fatal (`exc.fatal`, e.g. NoValueHeadError): then the problems in flight are cancelled,
+    no row is written for them, and the error is raised. Cancelling the caller (Ctrl-C) cancels
+    the problems in flight; every row written so far stays written.
     """
     summary = RunSummary()
     started = time.monotonic()
@@ -110,7 +112,9 @@ async def run_problems(
                 row = to_row(problem, result, correct)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a failing problem must never end the run
+            except Exception as exc:  # a failing problem must not end the run, unless all would fail
+                if getattr(exc, "fatal", False):
+                    raise  # the CLI prints it once; no error row, so a re-run retries the problem
                 log.warning("problem_failed", id=problem.id, error=f"{type(exc).__name__}: {exc}")
                 row = error_row(problem, exc, config_hash, strategy_name, time.monotonic() - t0)
                 summary.errors += 1
@@ -123,27 +127,24 @@ async def run_problems(
         finally:
             slots.release()
 
-    tasks: set[asyncio.Task[None]] = set()
+    # A TaskGroup so that a fatal error (the only exception `one` lets out, besides a failing
+    # results file) cancels every other problem at once: they would all fail the same way.
     try:
-        pending = iter(problems)
-        while True:
-            await slots.acquire()  # pull the next problem only once a slot is free
-            problem = next(pending, None)
-            if problem is None or problem.id in skip_ids:
-                slots.release()
-                if problem is None:
-                    break
-                summary.skipped += 1
-                continue
-            task = asyncio.create_task(one(problem), name=f"problem-{problem.id}")
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
+        async with asyncio.TaskGroup() as group:
+            pending = iter(problems)
+            while True:
+                await slots.acquire()  # pull the next problem only once a slot is free
+                problem = next(pending, None)
+                if problem is None or problem.id in skip_ids:
+                    slots.release()
+                    if problem is None:
+                        break
+                    summary.skipped += 1
+                    continue
+                group.create_task(one(problem), name=f"problem-{problem.id}")
+    except ExceptionGroup as failed:  # one error for the user, not a group: the fatal one first
+        errors = failed.exceptions
+        raise next((e for e in errors if getattr(e, "fatal", False)), errors[0]) from None
     finally:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
         summary.wall_s = time.monotonic() - started
     return summary

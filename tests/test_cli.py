@@ -55,6 +55,53 @@ def test_missing_model_is_one_clear_line(tmp_path: Path) -> None:
     _assert_one_line_error(proc, "--model")
 
 
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
+                    "(run `make setup`); eval needs the real sandbox")
+def test_value_strategy_on_a_model_without_value_head_stops_with_no_rows(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Every problem would fail the same way: one clear line, and no error rows that a re-run
+    (once a value head is attached) would skip as done."""
+    model = tmp_path / "no-head"
+    shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("value_head.*"))
+    out = tmp_path / "r.jsonl"
+    proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "6", "--model", str(model),
+                   "--strategy", "sbs_3_5", "--sandbox", "bwrap", "--no-progress",
+                   "--set", "strategy.max_tokens=32", "--output", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "problem_failed" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "has no value head" in last and "value-head init" in last, proc.stderr
+    assert not out.exists() or not _rows(out)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
+                    "(run `make setup`); eval needs the real sandbox")
+def test_retry_errors_solves_error_rows_again(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    args = ["eval", "--dataset", "gsm8k", "--limit", "3", "--model", str(tiny_model_dir),
+            "--sandbox", "bwrap", "--no-progress", "--set", "strategy.max_tokens=32",
+            "--output", str(out)]
+    assert run_cli(*args).returncode == 0
+    rows = _rows(out)
+    # As a crashed server would have left it: problem 1's row is an error.
+    rows[1] = {**rows[1], "prediction": None, "correct": False, "tree": None,
+               "error": "EngineError: server down"}
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 of 3 already done, 1 of them errors (--retry-errors" in " ".join(resumed.stderr.split())
+    assert _rows(out) == rows
+
+    retried = run_cli(*args, "--retry-errors")
+    assert retried.returncode == 0, retried.stderr
+    assert "1 error rows removed" in " ".join(retried.stderr.split()), retried.stderr
+    after = _rows(out)
+    assert sorted(r["id"] for r in after) == sorted(r["id"] for r in rows)
+    assert all(r["error"] is None for r in after)
+    assert after[:2] == [rows[0], rows[2]]  # the good rows untouched; the retried one appended
+
+
 def test_help_explains_the_commands() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0

@@ -47,8 +47,8 @@ import torch
 
 from runtime.engine import Completion, EngineMetrics, SamplingParams
 from runtime.engines.batcher import MicroBatcher
-from runtime.engines.value_head import VALUE_HEAD_FILES, load_value_head
-from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
+from runtime.engines.value_head import VALUE_HEAD_FILES, load_value_head, missing_value_head
+from runtime.errors import EngineError, PromptTooLongError
 
 __all__ = ["EngineStats", "HFEngine"]
 
@@ -406,7 +406,7 @@ class HFEngine:
         if self._closed:
             raise EngineError(f"engine for {self.name!r} is closed")
         if self._worker.head is None:
-            raise NoValueHeadError(f"model {self.name} has no value head ({' / '.join(VALUE_HEAD_FILES)})")
+            raise missing_value_head(self.name)
         prompts = list(prompts)
         if not prompts:
             return []
@@ -459,7 +459,7 @@ def _load_worker(
         head_dir = path if local else _hub_head_dir(name)
         head = load_value_head(head_dir, hidden) if head_dir is not None else None
         if head is None and value_head:
-            raise NoValueHeadError(f"model {name} has no value head ({' / '.join(VALUE_HEAD_FILES)})")
+            raise missing_value_head(name)
         if head is not None:
             head = head.to(dev)
     return _Worker(model, tokenizer, head, dev, seed)

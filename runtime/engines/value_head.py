@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import EngineError
+from runtime.errors import EngineError, NoValueHeadError
 
 __all__ = [
     "BIAS_KEY",
@@ -22,6 +22,7 @@ __all__ = [
     "find_value_head_file",
     "init_value_head",
     "load_value_head",
+    "missing_value_head",
     "save_value_head",
 ]
 
@@ -29,6 +30,14 @@ WEIGHT_KEY = "v_head.summary.weight"
 BIAS_KEY = "v_head.summary.bias"
 # Looked up in this order; the first that exists wins.
 VALUE_HEAD_FILES = ("value_head.safetensors", "value_head.pth")
+
+
+def missing_value_head(model: object) -> NoValueHeadError:
+    """The error for a value request to `model`, which has no value head, with what to do."""
+    return NoValueHeadError(
+        f"model {model} has no value head ({' / '.join(VALUE_HEAD_FILES)}), which value-guided "
+        "strategies (sbs, mcts) need: use a checkpoint trained with one (`alphamath train`) or "
+        "attach a fresh, untrained one (`alphamath value-head init MODEL OUT`)")
 
 
 def find_value_head_file(model_dir: Path | str) -> Path | None:

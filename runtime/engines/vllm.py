@@ -62,8 +62,13 @@ from typing import Any
 
 from runtime.aio import gather_cancelling
 from runtime.engine import Completion, EngineMetrics, SamplingParams
-from runtime.engines.value_head import VALUE_HEAD_FILES, find_value_head_file, load_value_head
-from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
+from runtime.engines.value_head import (
+    VALUE_HEAD_FILES,
+    find_value_head_file,
+    load_value_head,
+    missing_value_head,
+)
+from runtime.errors import EngineError, PromptTooLongError
 
 __all__ = ["VLLMEngine", "export_value_checkpoint", "policy_view"]
 
@@ -180,7 +185,7 @@ def export_value_checkpoint(
     hidden = int(text_cfg.get("hidden_size") or 0)
     head = load_value_head(model_dir, hidden)
     if head is None:
-        raise NoValueHeadError(f"model {model_dir} has no value head ({' / '.join(VALUE_HEAD_FILES)})")
+        raise missing_value_head(model_dir)
     stamp = _fingerprint(model_dir)
     out = Path(out_dir) if out_dir is not None else _cache_root(model_dir, cache_dir) / f"value-{stamp}"
 
@@ -359,7 +364,7 @@ class VLLMEngine:
                 max_model_len = min(max_model_len, limit)
         has_head = local and find_value_head_file(path) is not None
         if value_head and not has_head:
-            raise NoValueHeadError(f"model {name} has no value head ({' / '.join(VALUE_HEAD_FILES)})")
+            raise missing_value_head(name)
         want_value = has_head and value_head is not False
         common = dict(
             max_model_len=max_model_len,
@@ -502,7 +507,7 @@ class VLLMEngine:
         if self._closed:
             raise EngineError(f"engine for {self.name!r} is closed")
         if not self.has_value_head:
-            raise NoValueHeadError(f"model {self.name} has no value head ({' / '.join(VALUE_HEAD_FILES)})")
+            raise missing_value_head(self.name)
         encoded = [self._encode(p) for p in prompts]
         if any(not ids for ids in encoded):
             raise EngineError("cannot compute the value of an empty prompt")

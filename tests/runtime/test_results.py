@@ -72,3 +72,19 @@ async def test_writer_appends_whole_lines(tmp_path: Path) -> None:
     await writer.aclose()
     lines = path.read_bytes().splitlines()
     assert sorted(json.loads(line)["id"] for line in lines) == sorted(f"p{i}" for i in range(50))
+
+
+def test_error_rows_count_as_done_unless_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    failed = {**_row(1, False), "error": "EngineError: server down"}
+    _write(path, [_row(0), failed, _row(2)])
+    kept = scan_results(path, "h")
+    assert kept.done_ids == {"p0", "p1", "p2"} and kept.errors == 1 and kept.dropped_errors == 0
+
+    before = path.read_text().splitlines()
+    found = scan_results(path, "h", drop_errors=True)
+    assert found.done_ids == {"p0", "p2"} and found.correct == 2
+    assert found.errors == 0 and found.dropped_errors == 1
+    # The other rows are kept byte for byte, in order; no temporary file is left behind.
+    assert path.read_text().splitlines() == [before[0], before[2]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]

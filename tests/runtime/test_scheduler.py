@@ -11,6 +11,7 @@ import pytest
 
 from runtime.engine import EngineMetrics, engine_metrics
 from runtime.engines.scripted import ScriptedEngine
+from runtime.errors import NoValueHeadError
 from runtime.problem import Problem
 from runtime.results import ResultsWriter
 from runtime.scheduler import RunSummary, run_problems
@@ -81,6 +82,36 @@ async def test_a_failing_problem_becomes_an_error_row(tmp_path: Path) -> None:
     assert rows["p2"]["error"] == "RuntimeError: boom"
     assert rows["p2"]["correct"] is False
     assert rows["p1"]["error"] is None
+
+
+async def test_a_fatal_error_ends_the_run_without_error_rows(tmp_path: Path) -> None:
+    """A model without a value head fails every problem alike: the run stops at once, the
+    problems in flight are cancelled, and none of them is written, so a re-run retries them."""
+    pulled: list[int] = []
+    cancelled: list[str] = []
+
+    async def solve(problem: Problem):
+        i = int(problem.id[1:])
+        if i < 3:
+            return SimpleNamespace(prediction=problem.answer[0])
+        if i == 5:
+            await asyncio.sleep(0.01)  # after the three easy ones are written
+            raise NoValueHeadError("model m has no value head")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(problem.id)
+            raise
+        raise AssertionError
+
+    with pytest.raises(NoValueHeadError, match="has no value head"):
+        await _run(tmp_path, _problems(1000, pulled), solve, concurrency=8)
+    assert sorted(r["id"] for r in _rows(tmp_path)) == ["p0", "p1", "p2"]
+    # In flight when p5 failed: the other 7 of the 8 slots (p3, p4, p6, p7 and p8-p10, which took
+    # the slots of p0-p2); the rest of the dataset was never started (p11 may have been pulled
+    # for the slot p5 freed, before the group's cancellation reached the loop).
+    assert sorted(cancelled) == sorted(f"p{i}" for i in (3, 4, 6, 7, 8, 9, 10))
+    assert len(pulled) <= 12
 
 
 async def test_finished_ids_are_skipped(tmp_path: Path) -> None:

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from runtime.config import EngineConfig, EvalConfig, RunConfig, SandboxConfig, StrategyConfig
 from runtime.engine import Completion, Engine, SamplingParams
-from runtime.errors import AlphaMathError, ConfigError, EngineError, NoValueHeadError, ResultsError
+from runtime.errors import (
+    AlphaMathError,
+    ConfigError,
+    EngineError,
+    EngineUnavailableError,
+    NoValueHeadError,
+    ResultsError,
+)
 from runtime.problem import Problem
 from runtime.tree import Node, Tree
 
@@ -18,6 +25,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineError",
+    "EngineUnavailableError",
     "EvalConfig",
     "NoValueHeadError",
     "Problem",

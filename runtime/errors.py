@@ -3,15 +3,16 @@
     AlphaMathError                 base of every error we raise on purpose
     ├── ConfigError                a bad preset, flag or value; the CLI prints one line, exit 2
     ├── EngineError                an engine could not load or serve a request
-    │   ├── NoValueHeadError       value() asked of a model without a value head
+    │   ├── NoValueHeadError       value() asked of a model without a value head (fatal)
+    │   ├── EngineUnavailableError no server of the engine can be reached (fatal)
     │   └── PromptTooLongError     the prompt does not fit the context; strategies make the node
     │                              terminal with value −1, as the original does (recoverable)
     └── ResultsError               the results file cannot be used for this run (recoverable by
                                    choosing another --output)
 
 Search strategies turn exceptions raised while solving one problem into an `error` row
-(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError), which every other
-problem would hit too: it ends the run with its one-line message and writes no row for it, so
+(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError, EngineUnavailableError),
+which every other problem would hit too: it ends the run with its one-line message and writes no row for it, so
 that a re-run once the cause is fixed solves those problems instead of skipping them as done.
 Errors raised before the run starts stop the CLI the same way.
 """
@@ -35,6 +36,10 @@ class EngineError(AlphaMathError):
 
 class NoValueHeadError(EngineError):
     fatal = True  # the model is the same for every problem
+
+
+class EngineUnavailableError(EngineError):
+    fatal = True  # every replica refused connections through all retries: the servers are down
 
 
 class PromptTooLongError(EngineError):

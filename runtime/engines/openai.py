@@ -28,7 +28,9 @@ Routing
   live replica. A 5xx is retried on the same replica. Backoff: `backoff_s * 2**attempt`.
 
 Errors (one line each, never a hang)
-- Connection errors / 5xx after `max_retries` retries → EngineError naming the URL.
+- Connection errors / 5xx after `max_retries` retries → EngineError naming the URL; when every
+  attempt failed to connect and every replica is marked down, EngineUnavailableError, which is
+  fatal: `eval` stops with that line (rows so far kept) rather than fail each problem in turn.
 - One attempt longer than `timeout_s` → EngineError (not retried: the server may still be busy
   with it). Worst case per call: (max_retries + 1) × timeout_s plus the backoffs.
 - 4xx → EngineError with the server's message; a context-length 400 → PromptTooLongError, except
@@ -54,7 +56,7 @@ from typing import Any
 import aiohttp
 
 from runtime.engine import Completion, SamplingParams
-from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
+from runtime.errors import EngineError, EngineUnavailableError, NoValueHeadError, PromptTooLongError
 
 __all__ = ["OpenAIEngine", "default_affinity_key"]
 
@@ -137,6 +139,10 @@ class _Router:
 
     def mark_down(self, i: int) -> None:
         self.down_until[i] = time.monotonic() + self.down_for_s
+
+    def all_down(self) -> bool:
+        now = time.monotonic()
+        return all(t > now for t in self.down_until)
 
 
 class OpenAIEngine:
@@ -265,6 +271,7 @@ class OpenAIEngine:
         session = self._get_session()
         router = self._router
         last = ""
+        unreachable = True  # every attempt so far failed to connect
         for attempt in range(self.max_retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -276,11 +283,15 @@ class OpenAIEngine:
                 return await self._attempt(session, url, payload, value)
             except _Retryable as exc:
                 last = str(exc)
+                unreachable &= exc.connection
                 if exc.connection:
                     router.mark_down(i)
             finally:
                 router.load[i] -= rows
-        raise EngineError(f"{last} (gave up after {self.max_retries + 1} attempts)")
+        message = f"{last} (gave up after {self.max_retries + 1} attempts)"
+        if unreachable and router.all_down():
+            raise EngineUnavailableError(message)
+        raise EngineError(message)
 
     async def _attempt(self, session: aiohttp.ClientSession, url: str, payload: dict[str, Any],
                        value: bool) -> Any:

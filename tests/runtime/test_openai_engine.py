@@ -14,7 +14,7 @@ from runtime.engine import Completion, Engine, SamplingParams
 from runtime.engines.openai import OpenAIEngine, default_affinity_key
 from runtime.engines.scripted import ScriptedEngine
 from runtime.engines.server import start_server
-from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError
+from runtime.errors import EngineError, EngineUnavailableError, NoValueHeadError, PromptTooLongError
 from tests.ports import free_port
 
 QA = "<question> What is 1+1? </question>\n"
@@ -111,8 +111,9 @@ async def test_5xx_every_time_gives_up_with_the_server_message() -> None:
         return web.json_response({"error": {"message": "GPU on fire"}}, status=500)
 
     async with raw_app(handler) as url, OpenAIEngine([url], "m", backoff_s=0.0, max_retries=2) as client:
-        with pytest.raises(EngineError, match=r"answered 500: GPU on fire \(gave up after 3 attempts\)"):
+        with pytest.raises(EngineError, match=r"answered 500: GPU on fire \(gave up after 3 attempts\)") as info:
             await client.generate(QA, SamplingParams())
+        assert not info.value.fatal  # a server that answers may fail one request and serve the next
 
 
 async def test_4xx_is_a_clear_error_and_context_length_is_prompt_too_long() -> None:
@@ -166,7 +167,8 @@ async def test_unreachable_server_fails_fast_with_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     async with OpenAIEngine([url], "m", max_retries=2, backoff_s=0.01, timeout_s=2.0) as client:
         t0 = time.monotonic()
-        with pytest.raises(EngineError, match=r"cannot reach http://127\.0\.0\.1:\d+/v1/completions") as info:
+        with pytest.raises(EngineUnavailableError,
+                           match=r"cannot reach http://127\.0\.0\.1:\d+/v1/completions") as info:
             await client.generate(QA, SamplingParams())
         assert time.monotonic() - t0 < 2.0 and "\n" not in str(info.value)
 

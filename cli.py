@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(ev)
 
     sc = sub.add_parser("score", help="accuracy, mean latency, steps, #solutions of a results file")
-    sc.add_argument("results", type=Path)
+    sc.add_argument("results", type=Path, help="a results JSONL written by eval")
     sc.add_argument("--regrade", action="store_true", help="re-grade predictions instead of trusting `correct`")
     sc.add_argument("--against", type=Path, metavar="BASELINE.jsonl",
                     help="also print the accuracy gain over BASELINE on the problems both hold, "
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     of = sub.add_parser("offline", help="choose answers again from saved trees, without a model",
                         description="Offline inference (ALPHAMATH.md §3): prune subtrees without a "
                                     "valid answer, descend by a node score, re-grade, print the score.")
-    of.add_argument("results", type=Path)
+    of.add_argument("results", type=Path, help="results JSONL of an MCTS run (its trees)")
     of.add_argument("--by", choices=["q_value", "value", "visits", "puct"],
                     help="node score to descend by (default: the preset's, q_value)")
     of.add_argument("--no-prune", action="store_true", help="keep subtrees without a valid answer")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--output", type=Path, help="write the re-scored rows here (may be RESULTS itself)")
 
     so = sub.add_parser("solve", help="solve one question and print the step-by-step trace")
-    so.add_argument("question")
+    so.add_argument("question", help="the question text, quoted")
     so.add_argument("--answer", help="a reference answer to grade against")
     _add_run_flags(so)
 
@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve an engine over the OpenAI-compatible /v1/completions API",
                         description="Expose our engine (and its value head at /classify) over HTTP, "
                                     "so `--engine openai` clients can share it.")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     _add_run_flags(sv)
 
     ex = sub.add_parser("export-training", help="turn search trees into training rows",
@@ -135,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "the ground truth, each step's target the mean outcome below it")
     ex.add_argument("--out", type=Path, required=True, help="training rows (JSONL)")
     ex.add_argument("--max-per-class", type=int, default=4, help="paths per question and class (default 4)")
-    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--seed", type=int, default=0, help="seed of the path sampling (default 0)")
 
     vh = sub.add_parser("value-head", help="attach a freshly initialised value head to a model")
     vh_sub = vh.add_subparsers(dest="value_head_command", required=True, metavar="ACTION")
     vhi = vh_sub.add_parser("init", help="weights ~ N(0, initializer_range), bias 0; writes value_head.safetensors")
     vhi.add_argument("model", help="local model directory or hub id")
     vhi.add_argument("out", type=Path, help="output model directory (may be MODEL itself)")
-    vhi.add_argument("--seed", type=int, default=0)
+    vhi.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
 
     tr = sub.add_parser("train", help="policy + value training: CE on correct paths + beta * value MSE",
                         description="Train a model on export-training rows (resumable with --resume). "
@@ -151,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "global batch stays --batch-size x --grad-accum rows per step.")
     tr.add_argument("--data", type=Path, nargs="+", required=True, help="training rows (JSONL)")
     tr.add_argument("--model", type=Path, required=True, help="model directory to start from")
-    tr.add_argument("--output-dir", type=Path, required=True)
+    tr.add_argument("--output-dir", type=Path, required=True,
+                    help="checkpoints and the final model (+ value_head.safetensors)")
     tr.add_argument("--beta", type=float, help="value-loss weight (default 0.1; paper text 0.01, its table 0.1)")
     tr.add_argument("--lr", type=float, help="learning rate (default 4e-5, the paper's)")
-    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--epochs", type=int, help="passes over the data (default 1)")
     tr.add_argument("--batch-size", type=int, help="rows per micro-batch, over all processes (default 8)")
     tr.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step (default 1)")
     tr.add_argument("--value-head-lr", type=float, help="the value head's own learning rate (default: --lr)")
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-len", type=int, help="cutoff length in tokens (default 1024)")
     tr.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     tr.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at the end)")
-    tr.add_argument("--seed", type=int)
+    tr.add_argument("--seed", type=int, help="seed of initialisation, dropout and batch order (default 0)")
     tr.add_argument("--device", help="auto | cpu | cuda (default auto; under a launcher one GPU per process)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     tr.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("-v", "--verbose", action="store_true", help="show info-level logs on the console")
 
     tm = sub.add_parser("tiny-model", help="build the tiny local model used by the smoke run and tests")
-    tm.add_argument("out", type=Path)
+    tm.add_argument("out", type=Path, help="directory to write the model to")
     tm.add_argument("--force", action="store_true", help="rebuild even if it exists")
     return parser
 

@@ -21,7 +21,7 @@ from runtime.engine import engine_metrics
 from runtime.engines import open_engine
 from runtime.errors import ConfigError
 from runtime.problem import Problem
-from runtime.results import ExistingResults, ResultsWriter, scan_results
+from runtime.results import ExistingResults, ResultsWriter, exclusive_results, scan_results
 from runtime.scheduler import RunSummary, run_problems
 from sandbox import SandboxLimits, open_sandbox
 from sandbox.limits import default_max_uses
@@ -69,6 +69,7 @@ class Plan:
     output: Path
     total: int
     existing: ExistingResults  # what an earlier run left (its torn last line already cut off)
+    stamp: tuple[int, int] | None = None  # the file's (size, mtime) when `existing` was read
 
     @property
     def already_done(self) -> int:
@@ -84,9 +85,19 @@ def plan_run(config: EvalConfig) -> Plan:
         raise ConfigError("no --output given")
     total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
                           fields=config.run.field_map())
-    return Plan(output=config.run.output, total=total,
-                existing=scan_results(config.run.output, config.results_hash(),
-                                      drop_errors=config.run.retry_errors))
+    with exclusive_results(config.run.output):  # it may repair or rewrite the file
+        existing = scan_results(config.run.output, config.results_hash(),
+                                drop_errors=config.run.retry_errors)
+        stamp = _stamp(config.run.output)
+    return Plan(output=config.run.output, total=total, existing=existing, stamp=stamp)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 async def evaluate(config: EvalConfig, strategy: Strategy, *,
@@ -94,21 +105,26 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
                    plan: Plan | None = None) -> RunSummary:
     """Run the whole evaluation; resumes from `config.run.output` if it exists. A `plan` from
     `plan_run(config)` saves reading the results file a second time."""
-    assert config.run.output is not None
+    output = config.run.output
+    assert output is not None
     config_hash = config.results_hash()
-    existing = (plan.existing if plan is not None else
-                scan_results(config.run.output, config_hash, drop_errors=config.run.retry_errors))
-    log.info("run_start", output=str(config.run.output), resumed=len(existing.done_ids),
-             config_hash=config_hash, config=config.model_dump(mode="json"))
+    with exclusive_results(output):  # held for the whole run: one writer per results file
+        # The plan's reading stands unless another process wrote the file since.
+        fresh = plan is not None and plan.output == output and plan.stamp == _stamp(output)
+        existing = (plan.existing if plan is not None and fresh else
+                    scan_results(output, config_hash, drop_errors=config.run.retry_errors))
+        log.info("run_start", output=str(output), resumed=len(existing.done_ids),
+                 config_hash=config_hash, config=config.model_dump(mode="json"))
 
-    # Thousands of trees in flight allocate millions of small objects; the default GC thresholds
-    # make the collector scan them all over and over (2,000 MCTS trees: 32.7 s → 14.6 s).
-    gc_thresholds = gc.get_threshold()
-    gc.set_threshold(100_000, 50, 1000)
-    try:
-        return await _evaluate(config, strategy, existing.done_ids, config_hash, on_row)
-    finally:
-        gc.set_threshold(*gc_thresholds)
+        # Thousands of trees in flight allocate millions of small objects; the default GC
+        # thresholds make the collector scan them all over and over (2,000 MCTS trees: 32.7 s →
+        # 14.6 s).
+        gc_thresholds = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 1000)
+        try:
+            return await _evaluate(config, strategy, existing.done_ids, config_hash, on_row)
+        finally:
+            gc.set_threshold(*gc_thresholds)
 
 
 async def _evaluate(config: EvalConfig, strategy: Strategy, done_ids: set[str], config_hash: str,

@@ -7,13 +7,21 @@ Re-running with the same path skips the ids already present — error rows inclu
 run asks to retry them (`drop_errors`): then they are removed from the file first, by writing the
 other rows to a temporary file beside it and renaming it over the original (atomic: a crash
 leaves either file whole), so every id stays in the file at most once.
+
+One run at a time per file: `exclusive_results` holds an advisory lock (flock on a `.NAME.lock`
+file beside it, not on the results file, which --retry-errors replaces) for as long as a run
+reads or appends, so a second run on the same --output is refused at once instead of
+interleaving rows and duplicating ids. The kernel drops the lock when its process dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +40,23 @@ class ExistingResults:
     torn_bytes: int = 0  # bytes of a torn last line that were cut off
     errors: int = 0  # error rows among done_ids
     dropped_errors: int = 0  # error rows removed from the file (drop_errors), not in done_ids
+
+
+@contextmanager
+def exclusive_results(path: Path) -> Iterator[None]:
+    """Hold the lock of results file `path` (see the module docstring); ResultsError at once if
+    another run holds it. Non-blocking, so it is safe on the event loop."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResultsError(f"another run is writing {path}; wait for it to finish or use "
+                               "another --output") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def scan_results(path: Path, config_hash: str | None, *, drop_errors: bool = False) -> ExistingResults:

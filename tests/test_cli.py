@@ -120,6 +120,16 @@ def test_unreachable_server_stops_the_run_with_one_line(tmp_path: Path) -> None:
     assert not out.exists() or not _rows(out)
 
 
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    from runtime.results import exclusive_results
+
+    out = tmp_path / "r.jsonl"
+    with exclusive_results(out):  # as a first run, still going, holds it
+        proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "2", "--model", "m", "--output", str(out))
+    _assert_one_line_error(proc, "another run is writing")
+    assert not out.exists()
+
+
 def test_help_explains_the_commands() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0

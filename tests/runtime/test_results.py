@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import ResultsError
-from runtime.results import ResultsWriter, scan_results
+from runtime.results import ResultsWriter, exclusive_results, scan_results
 
 
 def _row(i: int, correct: bool = True, config_hash: str = "h") -> dict:
@@ -88,3 +88,17 @@ def test_error_rows_count_as_done_unless_dropped(tmp_path: Path) -> None:
     # The other rows are kept byte for byte, in order; no temporary file is left behind.
     assert path.read_text().splitlines() == [before[0], before[2]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
+
+
+def test_one_run_at_a_time_per_results_file(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "r.jsonl"
+    with exclusive_results(path):
+        # flock conflicts between open file descriptions, so a second holder in this very
+        # process stands in for a second run
+        with pytest.raises(ResultsError, match="another run is writing .*r.jsonl"):
+            with exclusive_results(path):
+                pass
+        with exclusive_results(tmp_path / "run" / "other.jsonl"):  # another file: no conflict
+            pass
+    with exclusive_results(path):  # released at exit
+        pass

@@ -52,14 +52,18 @@ def test_eval_through_a_served_engine(tiny_model_dir: Path, tmp_path: Path) -> N
 
 
 def test_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
-    proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "1", "--engine", "openai", "--model", "m",
-                   "--sandbox", "bwrap", "--no-progress", "--output", str(tmp_path / "r.jsonl"),
-                   "--set", f"engine.base_urls=[http://127.0.0.1:{free_port()}]",
+    port = free_port()
+    out = tmp_path / "r.jsonl"
+    proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "40", "--engine", "openai", "--model", "m",
+                   "--sandbox", "bwrap", "--no-progress", "--output", str(out),
+                   "--set", f"engine.base_urls=[http://127.0.0.1:{port}]",
                    "--set", "engine.timeout_s=5", "--set", "engine.max_retries=1")
-    # The run itself goes on (the problem becomes an error row), and says why.
-    assert proc.returncode == 0, proc.stderr
-    (row,) = _rows(tmp_path / "r.jsonl")
-    assert "EngineError" in row["error"] and "127.0.0.1" in row["error"]
+    # Every problem would fail alike (EngineUnavailableError is fatal): the run stops with one
+    # line, and writes no error rows that a re-run, server up, would skip as done.
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "problem_failed" not in proc.stderr
+    assert f"cannot reach http://127.0.0.1:{port}" in proc.stderr.strip().splitlines()[-1]
+    assert not out.exists() or not _rows(out)
 
 
 def test_one_self_improvement_pass_by_hand(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -12,10 +12,11 @@
                                    choosing another --output)
 
 Search strategies turn exceptions raised while solving one problem into an `error` row
-(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError, EngineUnavailableError),
-which every other problem would hit too: it ends the run with its one-line message and writes no row for it, so
-that a re-run once the cause is fixed solves those problems instead of skipping them as done.
-Errors raised before the run starts stop the CLI the same way.
+(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError,
+EngineUnavailableError), which every other problem would hit too: it ends the run with its
+one-line message and writes no row for it, so that a re-run once the cause is fixed solves those
+problems instead of skipping them as done. Errors raised before the run starts stop the CLI the
+same way.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runtime.engines.model_dir import is_missing_local_model
+from runtime.engines.model_dir import missing_local_model
 from runtime.engines.value_head import init_value_head, load_value_head, save_value_head
 from training.data import TrainingRow, read_training_rows
 from training.errors import CheckpointError, TrainingDataError, TrainingError
@@ -388,8 +388,8 @@ def train(config: TrainConfig, *,
     rank, world = accelerator.process_index, accelerator.num_processes
     summary.processes, summary.main_process = world, accelerator.is_main_process
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
-    if is_missing_local_model(source):
-        raise CheckpointError(f"cannot load model {source}: no such directory")
+    if missing := missing_local_model(source):
+        raise CheckpointError(missing)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)

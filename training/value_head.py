@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from runtime.engines.model_dir import is_missing_local_model
+from runtime.engines.model_dir import missing_local_model
 from runtime.engines.value_head import VALUE_HEAD_FILES, init_value_head, save_value_head
 from training.errors import CheckpointError
 
@@ -52,8 +52,8 @@ def init_value_head_dir(model: str | Path, out: Path, *, seed: int = 0) -> Path:
 
     out = Path(out)
     src = Path(model)
-    if is_missing_local_model(model):
-        raise CheckpointError(f"cannot load model {model}: no such directory")
+    if missing := missing_local_model(model):
+        raise CheckpointError(missing)
     try:
         config = AutoConfig.from_pretrained(str(model))
     except Exception as exc:  # foreign errors: one line naming the model

@@ -47,7 +47,7 @@ import torch
 
 from runtime.engine import Completion, EngineMetrics, SamplingParams
 from runtime.engines.batcher import MicroBatcher
-from runtime.engines.model_dir import is_missing_local_model
+from runtime.engines.model_dir import missing_local_model
 from runtime.engines.value_head import VALUE_HEAD_FILES, load_value_head, missing_value_head
 from runtime.errors import EngineError, PromptTooLongError
 
@@ -441,8 +441,8 @@ def _load_worker(
         torch.set_num_threads(num_threads)
     path = Path(name).expanduser()
     local = path.is_dir()
-    if is_missing_local_model(name):
-        raise EngineError(f"cannot load model {name!r}: no such directory")
+    if missing := missing_local_model(name):
+        raise EngineError(missing)
     if dtype not in _DTYPES and dtype != "auto":
         raise EngineError(f"cannot load model {name!r}: unknown dtype {dtype!r} (use one of {sorted(_DTYPES)})")
     try:

@@ -62,7 +62,7 @@ from typing import Any
 
 from runtime.aio import gather_cancelling
 from runtime.engine import Completion, EngineMetrics, SamplingParams
-from runtime.engines.model_dir import is_missing_local_model
+from runtime.engines.model_dir import missing_local_model
 from runtime.engines.value_head import (
     VALUE_HEAD_FILES,
     find_value_head_file,
@@ -354,8 +354,8 @@ class VLLMEngine:
             raise EngineError(f"value_memory_fraction must be in (0, 1), got {value_memory_fraction}")
         path = Path(name).expanduser()
         local = path.is_dir()
-        if is_missing_local_model(name):
-            raise EngineError(f"cannot load model {name!r}: no such directory")
+        if missing := missing_local_model(name):
+            raise EngineError(missing)
         is_cpu = current_platform.is_cpu()
         if enforce_eager is None:
             enforce_eager = is_cpu

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.engines.model_dir import is_missing_local_model
+from runtime.engines.model_dir import is_missing_local_model, missing_local_model
 
 
 @pytest.mark.parametrize("name, missing", [
@@ -24,3 +24,9 @@ def test_existing_directory_and_file(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"")
     assert is_missing_local_model(tmp_path / "weights.bin")  # a file is not a model directory
     assert is_missing_local_model(str(tmp_path / "weights.bin"))
+
+
+def test_message_names_the_path_and_only_for_a_missing_one(tmp_path: Path) -> None:
+    assert missing_local_model(tmp_path) is None
+    assert missing_local_model("gpt2") is None
+    assert missing_local_model(tmp_path / "ckpt") == f"cannot load model {tmp_path / 'ckpt'}: no such directory"

@@ -210,6 +210,12 @@ async def test_policy_view_and_export(tiny_model_dir: Path, tmp_path: Path) -> N
         export_value_checkpoint(bare, cache_dir=tmp_path)
 
 
+async def test_missing_model_directory_is_one_line(tmp_path: Path) -> None:
+    # before vLLM sees it: vLLM would take "/path/ckpt" for a hub id and fail on the repo-id form
+    with pytest.raises(EngineError, match="cannot load model .*ckpt: no such directory"):
+        await VLLMEngine.load(tmp_path / "ckpt", max_model_len=256, cache_dir=tmp_path)
+
+
 async def test_closed_engine_and_no_value_head(tiny_model_dir: Path, tmp_path: Path) -> None:
     e = await VLLMEngine.load(tiny_model_dir, max_model_len=256, dtype="float32", value_head=False,
                               cache_dir=tmp_path)

@@ -15,8 +15,9 @@ Loss per batch: ``CE + beta · MSE``.
   ``step.strip() + "\\n"`` (segments are tokenized separately, as LLaMA-Factory does), so that
   is the ``"\\n"`` after ``</step>`` where the value is read at inference (§1.2) — against the
   step's Q; every other position is unlabelled, and so is a step whose q is None (LM-only
-  anchor rows). Masked: the sum of squared errors over labelled
-  positions / (#labelled + 1e-3), over correct and incorrect paths alike. Dropout is trl's
+  anchor rows). ``value_positions="every_token"`` instead labels every token of a step with its
+  Q (dense targets; README, "What the value head cannot see"). Masked: the sum of squared
+  errors over labelled positions / (#labelled + 1e-3), over correct and incorrect paths alike. Dropout is trl's
   `summary_dropout_prob` 0.1, active in training only.
 * **beta** (the original's `weight_alpha`) defaults to 0.1. The paper's TEXT (§C.3) says 0.01
   (0.0005 for Llama3) while its Table 6 says 0.1, and the maintainers said "0.1 × MSE" (#3, #8).
@@ -111,6 +112,11 @@ class TrainConfig(BaseModel):
     # trunk can take on a small data set without drifting; this fits it after a joint round.
     freeze_trunk: bool = False
     mask_observations: bool = False
+    # Where a step's Q is a value target: at its last token only (the original; where the value
+    # is read at inference), or at every token of the step (a dense, token-level value: each
+    # prefix's state learns the expected outcome, so a wrong number is penalised where it is
+    # written instead of only where a summary of it reaches the step's end).
+    value_positions: Literal["step_end", "every_token"] = "step_end"
     # Batch rows of similar length (within windows of 50 batches of the shuffled order): on a
     # CPU padding is paid in full, and random batches pad ~40 % of synthetic solutions' tokens.
     group_by_length: bool = False
@@ -161,7 +167,7 @@ def _observation_spans(text: str) -> list[tuple[int, int]]:
 
 
 def encode_row(tokenizer: Any, row: TrainingRow, max_len: int, *,
-               mask_observations: bool = False) -> Encoded:
+               mask_observations: bool = False, dense_value: bool = False) -> Encoded:
     """Token ids and labels of one row (see the module docstring), truncated to `max_len`."""
     ids: list[int] = list(tokenizer(row.prompt)["input_ids"])  # special tokens as serving adds
     lm = [IGNORE] * len(ids)
@@ -181,8 +187,10 @@ def encode_row(tokenizer: Any, row: TrainingRow, max_len: int, *,
                     labels[i] = IGNORE
         ids += step_ids
         lm += labels
-        vl += [0.0] * (len(step_ids) - 1) + [0.0 if step.q is None else float(step.q)]
-        vm += [False] * (len(step_ids) - 1) + [step.q is not None]
+        q, labelled = (0.0 if step.q is None else float(step.q)), step.q is not None
+        before = len(step_ids) - 1  # positions before the step's last token
+        vl += [q if dense_value else 0.0] * before + [q]
+        vm += [labelled and dense_value] * before + [labelled]
     return Encoded(ids[:max_len], lm[:max_len], vl[:max_len], vm[:max_len])
 
 
@@ -415,7 +423,8 @@ def train(config: TrainConfig, *,
         tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
 
     # 2) data: encoded once; epoch e visits rows in a permutation seeded by (seed, e)
-    encoded = [encode_row(tokenizer, r, config.max_len, mask_observations=config.mask_observations)
+    encoded = [encode_row(tokenizer, r, config.max_len, mask_observations=config.mask_observations,
+                          dense_value=config.value_positions == "every_token")
                for r in rows]
     if not any(any(e.value_mask) or (any(x != IGNORE for x in e.lm_labels) and not config.freeze_trunk)
                for e in encoded):

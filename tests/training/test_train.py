@@ -97,6 +97,25 @@ def test_lm_only_steps_carry_no_value_target(tiny_model_dir: Path, tmp_path: Pat
     assert enc_mixed.value_mask == [m and i == len(enc.input_ids) - 1 for i, m in enumerate(enc.value_mask)]
 
 
+def test_dense_value_targets_label_every_step_token(tiny_model_dir: Path) -> None:
+    """`dense_value`: each step's Q at every one of its tokens, the prompt and q-None steps
+    still unlabelled; the step-end targets and the LM labels are those of the sparse encoding."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    good = make_rows(1)[0]
+    mixed = TrainingRow(good.prompt, (TrainingStep(good.steps[0].text, None), good.steps[1]), True, "m")
+    sparse, dense = encode_row(tok, good, 1024), encode_row(tok, good, 1024, dense_value=True)
+    n_prompt = len(tok(good.prompt)["input_ids"])
+    n_first = len(tok(good.steps[0].text.strip() + "\n", add_special_tokens=False)["input_ids"])
+    assert dense.input_ids == sparse.input_ids and dense.lm_labels == sparse.lm_labels
+    assert dense.value_mask == [i >= n_prompt for i in range(len(dense.input_ids))]
+    assert set(dense.value_labels[n_prompt:n_prompt + n_first]) == {0.5}
+    assert set(dense.value_labels[n_prompt + n_first:]) == {1.0}
+    enc_mixed = encode_row(tok, mixed, 1024, dense_value=True)
+    assert enc_mixed.value_mask == [i >= n_prompt + n_first for i in range(len(dense.input_ids))]
+
+
 def test_all_negative_batch_has_finite_zero_ce(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

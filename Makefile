@@ -1,7 +1,7 @@
 # The two commands of the README, and everything they need on a fresh machine.
 #   make run     the main job: the shipped mini AlphaMath (trained on a CPU by
-#                benchmarks/mini_alphamath.py), greedy vs maj@5 vs SBS(3,5) on synth-arith-hard,
-#                scored
+#                benchmarks/mini_alphamath.py), greedy vs maj@5 vs SBS(3,5) by value vs SBS(3,5)
+#                by likelihood on synth-arith-hard, scored
 #   make test    the test suite
 # Both run `setup` first: Debian packages (bubblewrap, the sandbox's python3 with sympy/numpy/
 # scipy), a virtualenv in .venv with torch==2.13.0 (the CPU build on disk here; any other spec
@@ -52,12 +52,15 @@ $(STAMP): pyproject.toml
 run: setup
 	@echo "The shipped mini AlphaMath (3.4 M parameters, trained on a 2-core CPU) on $(MAIN_N) unseen test"
 	@echo "problems: greedy, a majority vote over 5 sampled solutions (maj@5), and step-level beam"
-	@echo "search SBS(3,5) guided by its value head; each scored against greedy."
+	@echo "search SBS(3,5) guided by its value head, then SBS(3,5) ranked by the policy's own likelihood;"
+	@echo "each scored against greedy."
 	$(MAIN_EVAL) --strategy greedy --output $(MAIN_OUT)/greedy.jsonl
 	$(MAIN_EVAL) --strategy maj5 --output $(MAIN_OUT)/maj5.jsonl
 	$(MAIN_EVAL) --strategy sbs_3_5 --output $(MAIN_OUT)/sbs_3_5.jsonl
+	$(MAIN_EVAL) --strategy sbs_3_5_likelihood --output $(MAIN_OUT)/sbs_3_5_likelihood.jsonl
 	$(PY) cli.py score $(MAIN_OUT)/maj5.jsonl --against $(MAIN_OUT)/greedy.jsonl
 	$(PY) cli.py score $(MAIN_OUT)/sbs_3_5.jsonl --against $(MAIN_OUT)/greedy.jsonl
+	$(PY) cli.py score $(MAIN_OUT)/sbs_3_5_likelihood.jsonl --against $(MAIN_OUT)/greedy.jsonl
 
 smoke: setup
 	@echo "SMOKE RUN: a tiny randomly-initialised model, format-trained here in seconds; it cannot do math."

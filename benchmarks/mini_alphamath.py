@@ -52,8 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STRATEGIES = {  # preset -> column name
     "greedy": "greedy", "maj5": "maj@5", "sbs_1_5": "SBS(1,5)", "sbs_3_5": "SBS(3,5)",
-    "mcts_n40": "MCTS(40)",
+    "mcts_n40": "MCTS(40)", "sbs_3_5_likelihood": "SBS(3,5) by likelihood",
 }
+PAPER_COLUMNS = ("greedy", "maj5", "sbs_1_5", "sbs_3_5", "mcts_n40")  # the table
 LEVEL = "synth-arith-hard"
 # A step is one short line of thought and 1–3 lines of code (~50 tokens); the cap only stops a
 # runaway sample early. Eight steps cover the six operations, the answer and one slip.
@@ -135,7 +136,8 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     p.add_argument("--hidden", type=int, default=256, help="d_model, a multiple of 64 (head_dim 64)")
     p.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
     p.add_argument("--sandbox", choices=["auto", "docker", "bwrap"], default="auto")
-    p.add_argument("--strategies", default=",".join(STRATEGIES), help="presets, comma-separated")
+    p.add_argument("--strategies", default=",".join(PAPER_COLUMNS),
+                   help=f"presets, comma-separated, of: {', '.join(STRATEGIES)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra config override for every search (repeatable)")
     p.add_argument("--release", type=Path, metavar="DIR",

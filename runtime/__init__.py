@@ -12,6 +12,7 @@ from runtime.errors import (
     ConfigError,
     EngineError,
     EngineUnavailableError,
+    NoLogprobsError,
     NoValueHeadError,
     ResultsError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "EngineError",
     "EngineUnavailableError",
     "EvalConfig",
+    "NoLogprobsError",
     "NoValueHeadError",
     "Problem",
     "ResultsError",

@@ -44,6 +44,12 @@ class StrategyConfig(_Section):
     seed: int = 1234
     # Search knobs used by beam search, MCTS, voting and offline inference (ALPHAMATH.md §3–4, §6).
     remove_duplicate: bool = Field(False, description="merge identical sibling texts")
+    beam_score: Literal["value", "likelihood", "value+likelihood"] = Field(
+        "value", description="SBS: rank candidates by the value head (the paper's), by the policy's "
+        "own likelihood of the path (its weakest step's mean token log-probability; no value "
+        "model needed), or by value + likelihood_weight × that likelihood")
+    likelihood_weight: float = Field(1.0, ge=0.0, description="SBS value+likelihood: the "
+                                     "likelihood's weight")
     c_puct: float = Field(1.25, gt=0.0, description="PUCT exploration constant")
     iterations: int = Field(40, ge=1, description="MCTS simulations per problem")
     errors_threshold: int = Field(0, ge=0, description="consecutive code errors before a node "

@@ -4,6 +4,8 @@
     ├── ConfigError                a bad preset, flag or value; the CLI prints one line, exit 2
     ├── EngineError                an engine could not load or serve a request
     │   ├── NoValueHeadError       value() asked of a model without a value head (fatal)
+    │   ├── NoLogprobsError        a likelihood-ranked search on an engine that returns no
+    │   │                          token log-probabilities (fatal)
     │   ├── EngineUnavailableError the engine cannot serve any request: no server reachable, or
     │   │                          vLLM's engine core died (fatal)
     │   └── PromptTooLongError     the prompt does not fit the context; strategies make the node
@@ -12,7 +14,7 @@
                                    choosing another --output)
 
 Search strategies turn exceptions raised while solving one problem into an `error` row
-(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError,
+(the run goes on), except a *fatal* one (`fatal = True`: NoValueHeadError, NoLogprobsError,
 EngineUnavailableError), which every other problem would hit too: it ends the run with its
 one-line message and writes no row for it, so that a re-run once the cause is fixed solves those
 problems instead of skipping them as done. Errors raised before the run starts stop the CLI the
@@ -38,6 +40,10 @@ class EngineError(AlphaMathError):
 
 class NoValueHeadError(EngineError):
     fatal = True  # the model is the same for every problem
+
+
+class NoLogprobsError(EngineError):
+    fatal = True  # the engine is the same for every problem
 
 
 class EngineUnavailableError(EngineError):

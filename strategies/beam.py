@@ -25,6 +25,16 @@
 `solutions` are the final answers by value, descending (stable); the prediction is the first.
 SBS(1,1) with `need_value_func: false` is greedy decoding and builds exactly greedy's tree.
 
+`beam_score` (ours, not the original's) chooses what "by value" ranks on. `value` is the paper's
+V_φ. `likelihood` is the policy's own likelihood of the candidate's path: each step's mean token
+log-probability (the log of the node's AlphaMath prior, so nothing extra is asked of the engine),
+aggregated by the *weakest* step, as process reward models aggregate step scores by `min` — one
+number copied wrong makes one improbable step, and averaging would dilute it. It needs no value
+model and makes no value calls. `value+likelihood` ranks by V_φ + `likelihood_weight` × that.
+Why: a small model's value head may rank a question's candidates worse than its own likelihood
+does (README, "What the value head cannot see"). Whatever the score, `node.value` keeps V_φ (or
+None) and a solution's `value` is the score it was ranked by.
+
 Seeds: every request carries the config's seed (as greedy's), so the tree is reproducible. An
 engine that seeds per request answers the same prompt with the same samples, so without
 `remove_duplicate` two identical sibling beams grow identical children (the original's global
@@ -38,10 +48,13 @@ requests interleave.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 
 from runtime.aio import gather_cancelling
 from runtime.config import StrategyConfig
+from runtime.errors import NoLogprobsError
 from runtime.problem import Problem
 from runtime.react import SENTINEL_TOO_MANY_STEPS, ReactFormat, get_format, is_sentinel
 from runtime.tree import Node, Tree
@@ -74,9 +87,29 @@ def renumber(tree: Tree, order: list[Node]) -> None:
     tree.nodes = order
 
 
-def _rank_key(node: Node) -> float:
-    # No value (need_value_func false): every key is equal and the stable sort keeps generation order.
-    return -(node.value if node.value is not None else 0.0)
+def path_likelihood(tree: Tree, node: Node) -> float:
+    """The log-prior of the path's weakest step: min over steps of the mean token log-probability."""
+    logps = []
+    for step in tree.path(node):
+        if step.prior is None:
+            raise NoLogprobsError("beam_score likelihood needs token log-probabilities, which "
+                                  "this engine did not return; use --set strategy.beam_score=value")
+        logps.append(math.log(step.prior) if step.prior > 0 else -math.inf)  # exp underflow
+    return min(logps)
+
+
+def beam_scorer(cfg: StrategyConfig, tree: Tree) -> Callable[[Node], float]:
+    """The score SBS ranks candidates by, higher first (`beam_score`; see the module docstring)."""
+    def value(node: Node) -> float:
+        # No value (need_value_func false): every score is equal and the stable sort keeps
+        # generation order.
+        return node.value if node.value is not None else 0.0
+
+    if cfg.beam_score == "value":
+        return value
+    if cfg.beam_score == "likelihood":
+        return lambda node: path_likelihood(tree, node)
+    return lambda node: value(node) + cfg.likelihood_weight * path_likelihood(tree, node)
 
 
 class BeamSearchStrategy:
@@ -98,7 +131,8 @@ class BeamSearchStrategy:
         stats = SolveStats()
         beams: list[Node] = [tree.root]
         slots = cfg.step_beam_width  # the original's current_top_num
-        finals: list[Node] = []
+        score = beam_scorer(cfg, tree)
+        finals: list[tuple[float, Node]] = []  # (score, node): scored before renumbering
         created: list[Node] = [tree.root]  # every kept node in sequential creation order
 
         for step in range(cfg.max_depth):
@@ -113,14 +147,14 @@ class BeamSearchStrategy:
                     for child in (merge_duplicates(group) if cfg.remove_duplicate else group)]
             created.extend(pool)
             # 3) one batched value call for the whole depth
-            if cfg.need_value_func:
+            if cfg.need_value_func and cfg.beam_score != "likelihood":
                 await self._score(pool, tree, fmt, problem.question, ctx, stats)
             # 4) keep the top `slots`; answers and invalid terminals use their slot up
             beams = []
-            for cand in sorted(pool, key=_rank_key)[:slots]:
+            for cand_score, cand in sorted(((score(c), c) for c in pool), key=lambda sc: -sc[0])[:slots]:
                 if cand.terminal:
                     if not is_sentinel(cand.final_answer) and cand.final_answer is not None:
-                        finals.append(cand)
+                        finals.append((cand_score, cand))
                     slots -= 1
                 elif cand.depth >= cfg.max_depth:
                     cand.terminal = True
@@ -130,10 +164,11 @@ class BeamSearchStrategy:
                     beams.append(cand)
 
         renumber(tree, created)
-        finals.sort(key=_rank_key)
-        solutions = [Solution(answer=str(node.final_answer), node_id=node.id, value=node.value)
-                     for node in finals]
-        stats.steps = finals[0].depth if finals else max(node.depth for node in tree.nodes)
+        finals.sort(key=lambda sc: -sc[0])
+        solutions = [Solution(answer=str(node.final_answer), node_id=node.id,
+                              value=node.value if cfg.beam_score == "value" else node_score)
+                     for node_score, node in finals]
+        stats.steps = finals[0][1].depth if finals else max(node.depth for node in tree.nodes)
         stats.n_solutions = len(solutions)
         stats.finish()
         return SearchResult(tree=tree, prediction=solutions[0].answer if solutions else None,

@@ -76,6 +76,27 @@ def test_value_strategy_on_a_model_without_value_head_stops_with_no_rows(
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
                     "(run `make setup`); eval needs the real sandbox")
+def test_likelihood_ranked_beam_search_needs_no_value_head(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """sbs_3_5_likelihood ranks by the priors the real engine's log-probabilities give, so a
+    model without a value head serves it (the same model stops sbs_3_5, test above)."""
+    model = tmp_path / "no-head"
+    shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("value_head.*"))
+    out = tmp_path / "r.jsonl"
+    proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "2", "--model", str(model),
+                   "--strategy", "sbs_3_5_likelihood", "--sandbox", "bwrap", "--no-progress",
+                   "--set", "strategy.max_tokens=32", "--set", "strategy.max_depth=3",
+                   "--set", "strategy.n_generate_sample=2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["error"] is None for r in rows)
+    nodes = [n for r in rows for n in r["tree"]["nodes"] if n["parent"] is not None]
+    assert len(nodes) >= 2 * 3 * 2  # depth 1 alone: B1·B2 samples per problem
+    assert all(0.0 < n["prior"] <= 1.0 and n["value"] is None for n in nodes)
+    assert all(s["value"] <= 0.0 for r in rows for s in r["solutions"])  # log-probabilities
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
+                    "(run `make setup`); eval needs the real sandbox")
 def test_retry_errors_solves_error_rows_again(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     args = ["eval", "--dataset", "gsm8k", "--limit", "3", "--model", str(tiny_model_dir),

@@ -17,7 +17,8 @@ import pytest
 
 from runtime.config import apply_overrides, build_config, load_preset
 from runtime.engine import Completion, SamplingParams
-from runtime.engines.scripted import ScriptedEngine
+from runtime.engines.scripted import ScriptedEngine, fake_token_ids
+from runtime.errors import NoLogprobsError
 from runtime.problem import Problem
 from runtime.react import SENTINEL_NO_VALID_CHILD, SENTINEL_TOO_MANY_STEPS, get_format
 from runtime.tree import Node, Tree
@@ -421,6 +422,70 @@ async def test_sampling_follows_the_config() -> None:
     params = [c.params for c in engine.generate_calls]
     assert all(p is not None and p.temperature == 0.6 and p.seed == 42 and p.stop == FMT.stop
                for p in params)
+
+
+# ------------------------------------------------------------------ beam_score: likelihood
+
+def sampled(text: str, mean_logprob: float | None) -> Completion:
+    """A completion whose tokens have this mean log-probability (None: no logprobs reported)."""
+    ids = fake_token_ids(text)
+    return Completion(text=text, token_ids=ids,
+                      cumulative_logprob=None if mean_logprob is None else mean_logprob * len(ids))
+
+
+# Each step's mean token log-probability. min-aggregation and sum disagree at depth 2: the path
+# A → AA (−0.1, −0.9) has the better sum (−1.0 vs −1.2), B → BA (−0.6, −0.6) the better weakest step.
+LOGP = {"A": -0.1, "B": -0.6, "C": -0.8, "AA": -0.9, "AB": -0.05, "BA": -0.6, "BB": -2.0,
+        "ABA": -0.3, "ABB": -0.2}
+TREE_LIK = {"root": [code("A"), code("B"), answer("C", "7")],
+            "A": [answer("AA", "5"), code("AB")],
+            "B": [answer("BA", "6"), answer("BB", "8")],
+            "AB": [answer("ABA", "9"), answer("ABB", "4")]}
+
+
+def _by_label_sampled(children: Mapping[str, Sequence[str]],
+                      logp: Mapping[str, float | None]) -> Callable[[str, SamplingParams], list[Completion]]:
+    def script(prompt: str, params: SamplingParams) -> list[Completion]:
+        return [sampled(text, logp[label(text)]) for text in children[label(prompt)]]
+    return script
+
+
+async def test_likelihood_ranks_by_the_weakest_step_and_asks_no_values() -> None:
+    engine = ScriptedEngine(_by_label_sampled(TREE_LIK, LOGP))
+    values = ValueRecorder(lambda name: 0.0)
+    result = await run_sbs(make_ctx(engine, "sbs_2_5", "strategy.n_generate_sample=2",
+                                    "strategy.beam_score=likelihood", values=values))
+
+    # depth 1: A (−0.1) and B (−0.6) are the beams, the answer C (−0.8) is left out. depth 2, by
+    # the weakest step: AB −0.1, BA −0.6 (an answer: its slot is gone), AA −0.9, BB −2.0.
+    # depth 3: one slot; ABB (−0.2) beats ABA (−0.3).
+    assert requests(engine) == [("root", 4), ("A", 2), ("B", 2), ("AB", 2)]
+    assert values.batches == []  # the value head is never asked
+    assert [(name, ans) for name, ans, _, _ in answers(result)] == [("ABB", "4"), ("BA", "6")]
+    assert [s.value for s in result.solutions] == pytest.approx([-0.2, -0.6])
+    assert all(n.value is None for n in result.tree.nodes)  # node.value stays V_φ's slot
+    assert result.prediction == "4"
+
+
+@pytest.mark.parametrize(("weight", "picked"), [(0.1, "1"), (1.0, "2")])
+async def test_value_plus_likelihood_weighs_the_two(weight: float, picked: str) -> None:
+    # P: value .9, step −1.0; Q: value .5, step −0.1. Weight 0.1: .8 vs .49; weight 1: −.1 vs .4.
+    tree = {"root": [answer("P", "1"), answer("Q", "2")]}
+    engine = ScriptedEngine(_by_label_sampled(tree, {"P": -1.0, "Q": -0.1}))
+    values = ValueRecorder({"P": .9, "Q": .5})
+    result = await run_sbs(make_ctx(
+        engine, "sbs_1_5", "strategy.n_generate_sample=2", "strategy.beam_score=value+likelihood",
+        f"strategy.likelihood_weight={weight}", values=values))
+    assert values.batches == [["P", "Q"]]
+    assert result.prediction == picked
+    assert [n.value for n in result.tree.nodes[1:]] == [.9, .5]
+
+
+async def test_likelihood_without_logprobs_is_one_clear_fatal_error() -> None:
+    engine = ScriptedEngine(_by_label_sampled(TREE_LIK, {k: None for k in LOGP}))
+    with pytest.raises(NoLogprobsError, match="token log-probabilities") as err:
+        await run_sbs(make_ctx(engine, "sbs_2_5", "strategy.beam_score=likelihood"))
+    assert err.value.fatal  # every problem would hit it: the run ends with this line
 
 
 # ----------------------------------------------------------------------------------- presets

@@ -23,12 +23,14 @@ replayed exactly as in fresh mode, and between runs puts back what user code cou
 (`_Baseline.restore`): sys.modules to the post-preload snapshot (new imports dropped), the
 builtins, the `sys` attributes (stdio, hooks, path lists, recursion limit...), this program's own
 globals, os.environ, the cwd, the umask, fds 0-2, signal handlers, the signal mask and interval
-timers, the `random`/`decimal` global state; it runs the garbage collector (so finalizers of one
-run's objects cannot fire inside the next run), kills leftover processes and empties /tmp (cheap
-probes, `_Probes`, tell when a process or a /tmp entry can exist at all, so /proc and /tmp are
-listed only then). (The
-executor's cache of compiled snippets, `_cached_plan`, survives runs on purpose: searches replay
-the same ancestors again and again, and a plan holds only immutable code objects and strings.) What
+timers, and the library state math code sets in passing (`_Baseline._module_state`: the global
+generators of `random` and numpy, decimal's context, numpy's print and error options, mpmath's
+precision, sympy's evaluation flags and printer settings, the int-to-str digit limit); it runs
+the garbage collector (so finalizers of one run's objects cannot fire inside the next run),
+kills leftover processes and empties /tmp (cheap probes, `_Probes`, tell when a process or a
+/tmp entry can exist at all, so /proc and /tmp are listed only then). (The executor's cache
+of compiled snippets, `_cached_plan`, survives runs on purpose: searches replay the same
+ancestors again and again, and a plan holds only immutable code objects and strings.) What
 it cannot reset cheaply and reliably makes the reply "dirty" and the worker exits after replying,
 so the runtime replaces the sandbox: a thread still alive, a process left behind, a leaked fd, a
 failed /tmp cleanup, a MemoryError or RecursionError anywhere in the run (the heap or an
@@ -36,8 +38,9 @@ extension may be half-updated), an audit hook added, any use of ctypes (raw memo
 killed supervisor. The supervisor runs no user code: it waits for the worker and, should it die
 by a signal (a crash, RLIMIT_CPU, the OOM killer), reports `{"signal", "cpu_s"}` on the shared
 socket, as fresh mode does for a child. After `refresh` clean runs (`SandboxLimits.worker_runs`),
-or when its CPU budget runs low (below), the worker replies as usual and exits with
-`_REFRESH_EXIT`; the supervisor then forks a fresh worker from its own untouched, preloaded
+or when its CPU budget runs low (below), or after a run that lowered an rlimit (soft = hard: it
+cannot be raised again, and later runs would inherit it), the worker replies as usual and
+exits with `_REFRESH_EXIT`; the supervisor then forks a fresh worker from its own untouched, preloaded
 image, which takes over the connection (no second hello) — a fork, ~15 ms on the next run,
 instead of a new sandbox that imports sympy and numpy again (~1 CPU-s).
 
@@ -45,7 +48,7 @@ What reuse mode does NOT isolate — why a worker lives only `refresh` runs:
 - attributes of modules that were already loaded (sympy, numpy, math, os, ...) and of their
   classes: `sympy.pi = 3` or `sympy.Symbol.foo = f` persists into later runs on that worker, and
   caches inside them (sympy's cache) fill up across runs (that one only changes speed);
-- C-level state behind those modules (numpy's error/print options, os.putenv, locale);
+- other C-level state behind those modules (os.putenv, locale, numpy's error callback);
 - code that deliberately reaches into the server (frames of its callers, gc, the socket fd)
   can forge its own observation, disable the checks above or corrupt later runs on that worker.
   Every run's request carries a random id the reply must echo; a frame with another id (one
@@ -471,25 +474,96 @@ class _Baseline:
         self.mask = _signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.probes = _Probes(spawned)
         self.fds = self._open_fds()  # after the probes opened theirs
-        self.savers = self._module_state()
+        self.resets = self._module_state()
 
     @staticmethod
     def _open_fds() -> set[str]:
         return set(os.listdir("/proc/self/fd"))
 
     @staticmethod
-    def _module_state() -> list[tuple[Any, Any]]:
-        """(setter, saved) for the global state of preloaded stdlib modules that a fresh child
-        would inherit unchanged: random's generator, decimal's context."""
-        savers: list[tuple[Any, Any]] = []
+    def _module_state() -> list[Any]:
+        """Resets (no-argument callables) for the global state of preloaded modules that a fresh
+        child would inherit unchanged, and that ordinary math code changes as a side effect:
+        random's and numpy's global generators (`np.random.seed(0)`), decimal's context, numpy's
+        print and floating-point error options, mpmath's working precision (`mp.dps = 50`),
+        sympy's global evaluation flags and printer settings (`init_printing()`), and the int
+        to str digit limit. Left as they were, one problem's run would change what every later
+        run on this worker prints. Each reset compares before it writes: a few us a run."""
+        resets: list[Any] = []
         random = sys.modules.get("random")
         if random is not None:
-            savers.append((random.setstate, random.getstate()))
+            state = random.getstate()
+            resets.append(lambda: random.setstate(state))
         decimal = sys.modules.get("decimal")
         if decimal is not None:
             context = decimal.getcontext().copy()
-            savers.append((lambda saved: decimal.setcontext(saved.copy()), context))
-        return savers
+            resets.append(lambda: decimal.setcontext(context.copy()))
+        get_digits = getattr(sys, "get_int_max_str_digits", None)
+        if get_digits is not None:
+            set_digits, digits = sys.set_int_max_str_digits, get_digits()
+
+            def int_digits() -> None:
+                if get_digits() != digits:
+                    set_digits(digits)
+
+            resets.append(int_digits)
+        mtrand = sys.modules.get("numpy.random.mtrand")
+        generator = getattr(mtrand, "_rand", None)  # the RandomState behind np.random.rand & co.
+        if generator is not None:
+            # Re-seeding takes 2 us where reading the state back (get_state) takes 25. The seed is
+            # drawn from the state every worker of this sandbox inherits from its supervisor, so
+            # each worker, like each fresh child, starts every run from the same state.
+            seed = int(generator.randint(2**31))
+            generator.seed(seed)
+            resets.append(lambda: generator.seed(seed))
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and hasattr(numpy, "get_printoptions") and hasattr(numpy, "geterr"):
+            # The functions as they are now: a run may replace the module's attributes.
+            get_print, set_print = numpy.get_printoptions, numpy.set_printoptions
+            get_err, set_err = numpy.geterr, numpy.seterr
+            printing, errors = get_print(), get_err()
+
+            def numpy_options() -> None:
+                if get_print() != printing:
+                    set_print(**printing)
+                if get_err() != errors:
+                    set_err(**errors)
+
+            resets.append(numpy_options)
+        mpmath = sys.modules.get("mpmath")
+        context_mp = getattr(mpmath, "mp", None)
+        if context_mp is not None:
+            prec, pretty = context_mp.prec, context_mp.pretty
+
+            def mpmath_context() -> None:
+                if context_mp.prec != prec:
+                    context_mp.prec = prec
+                if context_mp.pretty != pretty:
+                    context_mp.pretty = pretty
+
+            resets.append(mpmath_context)
+        flags = getattr(sys.modules.get("sympy.core.parameters"), "global_parameters", None)
+        if flags is not None:
+            saved_flags = dict(vars(flags))  # evaluate, distribute, exp_is_pow
+
+            def sympy_flags() -> None:
+                if vars(flags) != saved_flags:
+                    for name, value in saved_flags.items():
+                        setattr(flags, name, value)  # its __setattr__ clears sympy's cache
+
+            resets.append(sympy_flags)
+        printer = getattr(sys.modules.get("sympy.printing.printer"), "Printer", None)
+        settings = getattr(printer, "_global_settings", None)
+        if isinstance(settings, dict):
+            saved_settings = dict(settings)
+
+            def sympy_printing() -> None:
+                if settings != saved_settings:
+                    settings.clear()
+                    settings.update(saved_settings)
+
+            resets.append(sympy_printing)
+        return resets
 
     @staticmethod
     def _restore_dict(current: dict[Any, Any], saved: dict[Any, Any]) -> None:
@@ -551,14 +625,17 @@ class _Baseline:
             sys.setrecursionlimit(self.recursion)
         if sys.getswitchinterval() != self.switch:
             sys.setswitchinterval(self.switch)
-        for setter, saved in self.savers:
-            setter(saved)
+        for reset in self.resets:
+            reset()
         # 3) Process state.
         # os.environ's own == goes through Mapping (6 us); its dict of bytes compares in C.
         data = getattr(os.environ, "_data", None)
         if (os.environ != self.environ) if data is None else (data != self.environ_data):
             os.environ.clear()
             os.environ.update(self.environ)
+            time = sys.modules.get("time")
+            if time is not None and hasattr(time, "tzset"):
+                time.tzset()  # a run's TZ= plus tzset() would outlive the variable
         os.chdir(self.cwd)
         os.umask(self.umask)
         for which in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
@@ -733,10 +810,17 @@ _SPAWN_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.syst
                  "subprocess.Popen")
 
 
-def _audit_flags(spawned: list[str]) -> list[str]:
+# Events after which this worker's process differs in a way only a fresh one undoes: rlimits
+# are soft = hard (`_apply_limits`), so a run that lowers one cannot raise it back, and every
+# later run on the worker would inherit it (a MemoryError where a fresh child has room).
+_RENEW_EVENTS = ("resource.setrlimit", "resource.prlimit")
+
+
+def _audit_flags(spawned: list[str], renew: list[str]) -> list[str]:
     """Install an audit hook that records events a run cannot be trusted after: another audit
     hook (it would watch later runs) and ctypes (raw memory access). Returns the record.
-    Process-creating events go to `spawned` (`_Probes.new_pids`)."""
+    Process-creating events go to `spawned` (`_Probes.new_pids`); events that call for a fresh
+    worker (`_RENEW_EVENTS`: the hand-over, not a new sandbox) to `renew`."""
     seen: list[str] = []
 
     def hook(event: str, _args: Any) -> None:
@@ -744,6 +828,8 @@ def _audit_flags(spawned: list[str]) -> list[str]:
             seen.append(event)
         elif event.startswith(_SPAWN_EVENTS):
             spawned.append(event)
+        elif event in _RENEW_EVENTS:
+            renew.append(event)
 
     sys.addaudithook(hook)
     return seen
@@ -764,7 +850,8 @@ def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, *, supervisor
     budget = int(_cpu_used()) + 1 + 2 * per_run  # see "RLIMIT_CPU in reuse mode" above
     _apply_limits(dict(limits, cpu_s=budget))
     spawned: list[str] = []
-    flags = _audit_flags(spawned)
+    renew: list[str] = []
+    flags = _audit_flags(spawned, renew)
     keep = (me, supervisor)
     baseline = _Baseline(globals(), devnull, spawned)
     # The baseline's snapshots (copies of sys.modules, builtins, ...) live as long as the worker:
@@ -803,7 +890,7 @@ def _reuse_worker(sock: Any, limits: dict[str, Any], devnull: int, *, supervisor
         if not clean:
             os._exit(0)  # the runtime replaces us; never serve from a state we do not trust
         runs += 1
-        if runs >= refresh or _cpu_used() >= budget - per_run:
+        if runs >= refresh or renew or _cpu_used() >= budget - per_run:
             # A stopped supervisor (SIGSTOP from a run) could not fork our successor.
             os.kill(supervisor, signal.SIGCONT)
             os._exit(_REFRESH_EXIT)

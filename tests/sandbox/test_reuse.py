@@ -92,6 +92,55 @@ async def test_no_state_leaks_between_runs(one_box: BwrapSandbox | DockerSandbox
     assert await _observe(one_box, PID) == pid  # all of the above without replacing the worker
 
 
+# What the library state of a run looks like from inside: one line, so a difference shows.
+LIBRARY_STATE = (
+    "import numpy as np, mpmath, sympy, sys, time\n"
+    "from sympy.core.parameters import global_parameters\n"
+    "from sympy.printing.printer import Printer\n"
+    "print(np.random.rand(), np.array([1/3]), np.geterr()['divide'], mpmath.mpf(1)/3,"
+    " vars(global_parameters), Printer._global_settings, sys.get_int_max_str_digits(),"
+    " time.strftime('%H', time.localtime(0)))"
+)
+
+
+async def test_library_state_set_in_passing_is_put_back(one_box: BwrapSandbox | DockerSandbox) -> None:
+    # What math code does on the side: each would change what later runs on this worker print.
+    pid = await _observe(one_box, PID)
+    before = await _observe(one_box, LIBRARY_STATE)
+    plant = (
+        "import numpy as np, mpmath, sympy, sys, os, time\n"
+        "from sympy.core.parameters import global_parameters\n"
+        "np.random.seed(0)\n"
+        "np.set_printoptions(precision=2)\n"
+        "np.seterr(all='raise')\n"
+        "mpmath.mp.dps = 50\n"
+        "global_parameters.distribute = False\n"
+        "sympy.init_printing(order='rev-lex')\n"  # sympy's printers' global settings
+        "sys.set_int_max_str_digits(100000)\n"
+        "os.environ['TZ'] = 'XYZ-9'; time.tzset()\n"
+        "print('planted')"
+    )
+    assert await _observe(one_box, plant) == "planted"
+    # The plant is visible within its own run (the probe is not blind to it) ...
+    planted = await _observe(one_box, plant.replace("print('planted')", LIBRARY_STATE))
+    assert planted != before and "0.5488135039273248" in planted  # np.random.seed(0)'s first draw
+    # ... and gone from the next one, on the same worker.
+    assert await _observe(one_box, LIBRARY_STATE) == before
+    assert await _observe(one_box, PID) == pid
+
+
+async def test_a_lowered_rlimit_hands_over_to_a_fresh_worker(one_box: BwrapSandbox | DockerSandbox) -> None:
+    # rlimits are soft = hard: a run can lower one but nothing can raise it again, so the worker
+    # hands over (a fork of its supervisor, not a new sandbox) instead of passing it on.
+    limit = "import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0])"
+    pid, started = await _observe(one_box, PID), one_box.workers_started
+    lower = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (300 << 20, 300 << 20))\nprint('lowered')"
+    assert await _observe(one_box, lower) == "lowered"
+    assert await _observe(one_box, limit) == str(ONE.memory_mb << 20)
+    assert await _observe(one_box, PID) != pid
+    assert one_box.workers_started == started
+
+
 @pytest.mark.parametrize("code", [
     "import threading, time\nthreading.Thread(target=time.sleep, args=(100,), daemon=True).start()",
     "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)",

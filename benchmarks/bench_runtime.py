@@ -45,6 +45,16 @@ Two parts:
    on this machine; weaker isolation between runs on one sandbox, see sandbox/server.py);
    `--no-sandbox-reuse`: one-shot bubblewrap, a fresh sandbox and interpreter per run (~40
    runs/s here), at most `--sandbox-concurrency` at once. The table title names the mode.
+   What the code steps compute (`--code`, same tree shapes and tokens either way): `sympy`
+   (default), a sympy `solve` per code step, which is what AlphaMath's policy writes (its
+   prompt names math/sympy/scipy/numpy and nothing is pre-imported) and, with the path's
+   earlier blocks replayed, several ms of CPU a run; or `arithmetic`, `x5 = 5 * 7`, ~0.2 ms.
+   What the lock-step driver loses is the time its engine waits through code phases, so the
+   ratio follows code time over generation time: with arithmetic code the code phases are
+   ~10% of its run and the ratio ~1.15x; with sympy code on this 2-core machine they take
+   about as long as the generate phases, and overlapping two serial phases of equal length
+   gains at most 2x. With more cores per GPU than here the code phases shrink, and the gain
+   with them.
    Targets (the issue's "Throughput" item 5: >= 500 problems, both strategies, real sandbox):
    engine busy >= 95% under our scheduler, and >= 1.5x the lock-step driver's tokens/s.
 
@@ -285,9 +295,9 @@ class Result:
 
 
 async def run_one(label: str, driver: str, n: int, sandbox: Any, time_scale: float,
-                  batch: int, core: Core = "in-loop") -> Result:
+                  batch: int, core: Core = "in-loop", code: str = "arithmetic") -> Result:
     cfg = compose_config(PRESETS[label]).strategy
-    engine = SimulatedEngine(H100_7B, script=workload.script, values=workload.value,
+    engine = SimulatedEngine(H100_7B, script=workload.script_for(code), values=workload.value,
                              max_running=MAX_RUNNING, time_scale=time_scale, core=core)
     engine.script.calls = deque(maxlen=0)  # type: ignore[assignment]
     policy = PerPromptValues(engine)
@@ -401,10 +411,12 @@ async def main(args: argparse.Namespace) -> None:
             for label in labels:
                 for driver in ("ours", "lock-step"):
                     rows.append(await run_one(label, driver, args.sandbox_problems, box, 1.0,
-                                              args.batch or args.sandbox_problems, args.engine_core))
+                                              args.batch or args.sandbox_problems, args.engine_core,
+                                              args.code))
                     print(f"  done: {label} {driver} ({rows[-1].real_s:.0f} s)", flush=True)
-        table(f"2) real bubblewrap sandbox ({mode}), time_scale=1, engine core "
-              f"{args.engine_core}; wall, busy and tok/s on real seconds", rows, targets=True)
+        table(f"2) real bubblewrap sandbox ({mode}), {args.code} code steps, time_scale=1, "
+              f"engine core {args.engine_core}; wall, busy and tok/s on real seconds", rows,
+              targets=True)
 
 
 def parse_args() -> argparse.Namespace:
@@ -425,6 +437,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=0,
                    help="trees in flight (ours) / per lock-step batch; 0 = all problems at once")
     p.add_argument("--strategies", default="sbs_3_5,mcts_n40")
+    p.add_argument("--code", choices=workload.CODE_STYLES, default="sympy",
+                   help="part 2: what the code steps compute: sympy calls, as AlphaMath's policy "
+                        "writes them (default), or trivial arithmetic (~0.2 ms a run)")
     p.add_argument("--engine-core", choices=CORES, default="own-process",
                    help="part 2: where the modelled GPU runs: its own timeline, as vLLM v1's "
                         "engine core process (default), or a task on this event loop, stalled "

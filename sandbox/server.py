@@ -40,9 +40,9 @@ by a signal (a crash, RLIMIT_CPU, the OOM killer), reports `{"signal", "cpu_s"}`
 socket, as fresh mode does for a child. After `refresh` clean runs (`SandboxLimits.worker_runs`),
 or when its CPU budget runs low (below), or after a run that lowered an rlimit (soft = hard: it
 cannot be raised again, and later runs would inherit it), the worker replies as usual and
-exits with `_REFRESH_EXIT`; the supervisor then forks a fresh worker from its own untouched, preloaded
-image, which takes over the connection (no second hello) — a fork, ~15 ms on the next run,
-instead of a new sandbox that imports sympy and numpy again (~1 CPU-s).
+exits with `_REFRESH_EXIT`; the supervisor then forks a fresh worker from its own untouched,
+preloaded image, which takes over the connection (no second hello) — a fork, ~15 ms on the next
+run, instead of a new sandbox that imports sympy and numpy again (~1 CPU-s).
 
 What reuse mode does NOT isolate — why a worker lives only `refresh` runs:
 - attributes of modules that were already loaded (sympy, numpy, math, os, ...) and of their

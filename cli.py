@@ -96,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Offline inference (ALPHAMATH.md §3): prune subtrees without a "
                                     "valid answer, descend by a node score, re-grade, print the score.")
     of.add_argument("results", type=Path, help="results JSONL of an MCTS run (its trees)")
-    of.add_argument("--by", choices=["q_value", "value", "visits", "puct"],
-                    help="node score to descend by (default: the preset's, q_value)")
+    of.add_argument("--by", choices=["q_value", "value", "visits", "puct", "likelihood"],
+                    help="node score to descend by (default: the preset's, q_value); likelihood: "
+                         "the path's weakest step's log-prior, what sbs_3_5_likelihood ranks by "
+                         "(with --beam-width 3 it re-chooses that run's answers)")
     of.add_argument("--no-prune", action="store_true", help="keep subtrees without a valid answer")
     of.add_argument("--beam-width", type=int, help="children kept per depth (default: 1)")
     of.add_argument("--preset", default="offline", help="preset with the offline settings")

@@ -17,7 +17,12 @@ choice rule (`by`, `prune`, `beam_width`) can be changed without re-running the 
 
 Scores: `q_value` = Q = W/N (0 unvisited); `value` = V_φ (None sorts last, scored -inf);
 `visits` = N; `puct` = Q + c_puct·P·sqrt(N(parent))/(1 + N), with Q = 0 unvisited and a
-missing prior read as 1.0 (the original's default).
+missing prior read as 1.0 (the original's default); `likelihood` = the policy's own likelihood
+of the path, its weakest step's mean token log-probability (log P), which is what
+`sbs_3_5_likelihood` ranks by (strategies.beam.path_likelihood): with `beam_width` = B1 it
+re-chooses that run's answer from its saved tree, and it can choose from any tree whose nodes
+hold priors (an MCTS run's too) without a value model. A missing prior is an error here, not
+1.0: a path likelihood with a step left out would compare paths of different lengths.
 
 Everything here is pure: no model, no event loop. `offline_results` streams the file twice
 (choose, then write) so a file of large trees is never held whole in memory.
@@ -39,8 +44,10 @@ from evals.errors import ScoreError
 from evals.grader import Grader
 from evals.report import Score, read_rows, score_results
 from runtime.config import StrategyConfig
+from runtime.errors import NoLogprobsError
 from runtime.react import is_sentinel
 from runtime.tree import Node, Tree
+from strategies.beam import path_likelihood
 
 __all__ = [
     "OfflineBy",
@@ -52,7 +59,7 @@ __all__ = [
     "offline_solutions",
 ]
 
-OfflineBy = Literal["q_value", "value", "visits", "puct"]
+OfflineBy = Literal["q_value", "value", "visits", "puct", "likelihood"]
 _BY: tuple[str, ...] = get_args(OfflineBy)
 DEFAULT_GRADE_TIMEOUT_S = 10.0  # RunConfig.grade_timeout_s's default
 
@@ -81,7 +88,9 @@ def offline_answer(tree: Tree, *, by: OfflineBy = "q_value", prune: bool = True,
 def offline_solutions(tree: Tree, *, by: OfflineBy = "q_value", prune: bool = True,
                       beam_width: int = 1, max_children: int = 5,
                       c_puct: float = 1.25) -> list[OfflineChoice]:
-    """Every valid leaf the descent collected, best first (ties: the earlier collected)."""
+    """Every valid leaf the descent collected, best first (ties: the earlier collected).
+
+    Raises NoLogprobsError for `by="likelihood"` on a tree whose nodes hold no prior."""
     _check(by, beam_width, max_children)
     if not tree.nodes:
         return []
@@ -97,7 +106,7 @@ def offline_solutions(tree: Tree, *, by: OfflineBy = "q_value", prune: bool = Tr
         return []
 
     def score(node: Node) -> float:
-        return _score(node, by, nodes, c_puct)
+        return _score(node, by, tree, c_puct)
 
     # 2) greedy descent, one level per turn, with slots given up by collected leaves/dead ends
     collected: list[Node] = []
@@ -145,14 +154,16 @@ def _valid_leaf(node: Node, kids: dict[int, list[int]]) -> bool:
     return not kids[node.id] and bool(node.final_answer) and not is_sentinel(node.final_answer)
 
 
-def _score(node: Node, by: str, nodes: list[Node], c_puct: float) -> float:
+def _score(node: Node, by: str, tree: Tree, c_puct: float) -> float:
+    if by == "likelihood":
+        return path_likelihood(tree, node)
     if by == "q_value":
         return node.q
     if by == "value":
         return -math.inf if node.value is None else node.value
     if by == "visits":
         return float(node.visits)
-    parent_visits = nodes[node.parent].visits if node.parent is not None else 0
+    parent_visits = tree.nodes[node.parent].visits if node.parent is not None else 0
     prior = 1.0 if node.prior is None else node.prior
     return node.q + c_puct * prior * math.sqrt(parent_visits) / (1 + node.visits)
 
@@ -200,8 +211,12 @@ def _pick(row: dict[str, Any], s: _Settings, where: str) -> _Pick:
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
         raise ScoreError(f"{where}: field 'tree': not a saved tree ({type(exc).__name__}: "
                          f"{exc})") from exc
-    found = offline_solutions(tree, by=s.by, prune=s.prune, beam_width=s.beam_width,
-                              max_children=s.max_children, c_puct=s.c_puct)
+    try:
+        found = offline_solutions(tree, by=s.by, prune=s.prune, beam_width=s.beam_width,
+                                  max_children=s.max_children, c_puct=s.c_puct)
+    except NoLogprobsError as exc:
+        raise ScoreError(f"{where}: --by likelihood needs each node's prior, and this tree has "
+                         f"none (its run's engine returned no token log-probabilities)") from exc
     solutions = tuple({"answer": c.answer, "node_id": c.node_id,
                        "value": tree.nodes[c.node_id].value,
                        "score": c.score if math.isfinite(c.score) else None} for c in found)

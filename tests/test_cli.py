@@ -93,6 +93,14 @@ def test_likelihood_ranked_beam_search_needs_no_value_head(tiny_model_dir: Path,
     assert len(nodes) >= 2 * 3 * 2  # depth 1 alone: B1·B2 samples per problem
     assert all(0.0 < n["prior"] <= 1.0 and n["value"] is None for n in nodes)
     assert all(s["value"] <= 0.0 for r in rows for s in r["solutions"])  # log-probabilities
+    # Offline inference by the same score, B1 = 3 and no pruning (the search could not look
+    # ahead either), re-chooses every answer of the run from its saved trees.
+    again = tmp_path / "again.jsonl"
+    off = run_cli("offline", str(out), "--by", "likelihood", "--beam-width", "3", "--no-prune",
+                  "--output", str(again))
+    assert off.returncode == 0, off.stderr
+    assert ({r["id"]: r["prediction"] for r in _rows(again)}
+            == {r["id"]: r["prediction"] for r in rows})
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "

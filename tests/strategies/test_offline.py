@@ -200,6 +200,30 @@ def test_puct_reads_a_missing_prior_as_one() -> None:
     assert offline_answer(t, by="puct") == OfflineChoice("none", 2, 1.25 * 3)
 
 
+def test_likelihood_is_the_paths_weakest_step() -> None:
+    # A: a sure first step, then a doubtful one (weakest log 0.3); B: two middling steps
+    # (weakest log 0.5). Depth 1 prefers A (log 0.9 > log 0.5); with B1 = 2 both paths are
+    # collected and B's answer wins on its weakest step, as SBS by likelihood would pick.
+    t = Tree()
+    a = add(t, t.root, p=0.9)
+    add(t, a, "a", p=0.3)
+    b = add(t, t.root, p=0.5)
+    bb = add(t, b, "b", p=0.6)
+    assert chosen(t, by="likelihood") == "a"
+    best = offline_solutions(t, by="likelihood", beam_width=2)
+    assert [c.answer for c in best] == ["b", "a"]
+    assert best[0] == OfflineChoice("b", bb.id, pytest.approx(math.log(0.5)))
+
+
+def test_likelihood_without_priors_is_one_line(grader: Grader) -> None:
+    t = Tree()
+    add(t, t.root, "7", p=None)
+    row = {"id": "q1", "answer": "7", "tree": t.to_json(), "error": None}
+    assert offline_rescore([row], by="q_value", grader=grader)[0]["correct"] is True
+    with pytest.raises(ScoreError, match=r"row 'q1': --by likelihood needs each node's prior"):
+        offline_rescore([row], by="likelihood", grader=grader)
+
+
 def test_bad_arguments() -> None:
     t = Tree()
     with pytest.raises(ValueError, match="unknown offline score 'visit_count'"):
@@ -216,7 +240,7 @@ def test_json_round_trip_gives_the_same_answer() -> None:
     add(t, a, "y", n=3, w=0.3, p=0.2, v=0.9)
     add(t, t.root, "z", n=4, w=0.8, p=0.9, v=0.5)
     again = Tree.from_json(json.loads(json.dumps(t.to_json())))
-    for by in ("q_value", "value", "visits", "puct"):
+    for by in ("q_value", "value", "visits", "puct", "likelihood"):
         for width in (1, 2):
             assert (offline_solutions(again, by=by, beam_width=width)  # type: ignore[arg-type]
                     == offline_solutions(t, by=by, beam_width=width))  # type: ignore[arg-type]
@@ -258,9 +282,12 @@ def valid_leaves(t: Tree, max_children: int) -> set[int]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(t=trees(), by=st.sampled_from(["q_value", "value", "visits", "puct"]),
+@given(t=trees(), by=st.sampled_from(["q_value", "value", "visits", "puct", "likelihood"]),
        prune=st.booleans(), width=st.integers(1, 3), max_children=st.integers(1, 6))
 def test_random_trees(t: Tree, by: Any, prune: bool, width: int, max_children: int) -> None:
+    if by == "likelihood":  # needs every prior (a missing one is an error, tested above)
+        for node in t.nodes[1:]:
+            node.prior = 0.5 if node.prior is None else node.prior
     valid = valid_leaves(t, max_children)
     found = offline_solutions(t, by=by, prune=prune, beam_width=width, max_children=max_children)
     choice = offline_answer(t, by=by, prune=prune, beam_width=width, max_children=max_children)

@@ -18,9 +18,9 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
-from runtime.config import EvalConfig, compose_config, preset_names
+from runtime.config import EvalConfig, InferStrategy, compose_config, preset_names
 from runtime.errors import AlphaMathError, ConfigError
 
 EXIT_USAGE = 2
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Offline inference (ALPHAMATH.md §3): prune subtrees without a "
                                     "valid answer, descend by a node score, re-grade, print the score.")
     of.add_argument("results", type=Path, help="results JSONL of an MCTS run (its trees)")
-    of.add_argument("--by", choices=["q_value", "value", "visits", "puct", "likelihood"],
+    of.add_argument("--by", choices=get_args(InferStrategy),
                     help="node score to descend by (default: the preset's, q_value); likelihood: "
                          "the path's weakest step's log-prior, what sbs_3_5_likelihood ranks by "
                          "(with --beam-width 3 it re-chooses that run's answers)")

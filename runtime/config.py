@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
+# The node scores offline inference can descend by (strategies.offline); one list for the
+# config, the offline API and `offline --by`'s choices.
+InferStrategy = Literal["q_value", "value", "visits", "puct", "likelihood"]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,7 +63,7 @@ class StrategyConfig(_Section):
     legacy_stop: bool = Field(False, description="end an MCTS search as soon as selection meets "
                               "a node whose children are all terminal, as the original did")
     prune: bool = Field(False, description="offline: drop subtrees without a valid answer leaf")
-    infer_strategy: Literal["q_value", "value", "visits", "puct", "likelihood"] = "q_value"
+    infer_strategy: InferStrategy = "q_value"
     num_votes: int = Field(1, ge=1, description="k of maj@k / runs to vote over")
     vote_mode: Literal["samples", "runs", "top_k"] = Field(
         "samples", description="maj@k over k sampled solutions; over the top-1 answers of k runs "

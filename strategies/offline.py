@@ -38,12 +38,12 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from evals.errors import ScoreError
 from evals.grader import Grader
 from evals.report import Score, read_rows, score_results
-from runtime.config import StrategyConfig
+from runtime.config import InferStrategy, StrategyConfig
 from runtime.errors import NoLogprobsError
 from runtime.react import is_sentinel
 from runtime.tree import Node, Tree
@@ -59,7 +59,7 @@ __all__ = [
     "offline_solutions",
 ]
 
-OfflineBy = Literal["q_value", "value", "visits", "puct", "likelihood"]
+OfflineBy = InferStrategy
 _BY: tuple[str, ...] = get_args(OfflineBy)
 DEFAULT_GRADE_TIMEOUT_S = 10.0  # RunConfig.grade_timeout_s's default
 

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import NoReturn, get_args
 
-from runtime.config import EvalConfig, InferStrategy, compose_config, preset_names
+from runtime.config import (EngineKind, EvalConfig, InferStrategy, SandboxBackend, compose_config,
+                            preset_names)
 from runtime.errors import AlphaMathError, ConfigError
 
 EXIT_USAGE = 2
@@ -40,12 +41,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                         "file (default: greedy)")
     p.add_argument("--model", help="local model directory or hub id, e.g. "
                                    "MARIO-Math-Reasoning/AlphaMath-7B")
-    p.add_argument("--engine", choices=["hf", "vllm", "openai"],
+    p.add_argument("--engine", choices=get_args(EngineKind),
                    help="inference engine: hf = transformers in this process (default); vllm = "
                         "vLLM AsyncLLM in this process; openai = OpenAI-compatible servers given by "
                         "--set engine.base_urls=[URL,...]")
     p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
-    p.add_argument("--sandbox", choices=["auto", "bwrap", "docker"],
+    p.add_argument("--sandbox", choices=get_args(SandboxBackend),
                    help="where code actions run (default: auto)")
     p.add_argument("--sandbox-reuse", action="store_true", default=None,
                    help="reuse each warm sandbox process across code runs (state reset in between): "
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the tree-building search, with the ground truth (default: %(default)s)")
     rd.add_argument("--eval-preset", default="greedy",
                     help="the search the trained model is scored with (default: %(default)s)")
-    rd.add_argument("--sandbox", choices=["auto", "bwrap", "docker"], default="auto",
+    rd.add_argument("--sandbox", choices=get_args(SandboxBackend), default="auto",
                     help="where code actions run (default: %(default)s)")
     rd.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of both searches (repeatable)")

@@ -47,6 +47,7 @@ import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import get_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -96,6 +97,8 @@ class Args:
 
 
 def parse_args(argv: Sequence[str] | None) -> Args:
+    from runtime.config import SandboxBackend
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/mini"))
@@ -135,7 +138,7 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     p.add_argument("--layers", type=int, default=4, help="transformer layers (docs/MINI.md: 4)")
     p.add_argument("--hidden", type=int, default=256, help="d_model, a multiple of 64 (head_dim 64)")
     p.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
-    p.add_argument("--sandbox", choices=["auto", "docker", "bwrap"], default="auto")
+    p.add_argument("--sandbox", choices=get_args(SandboxBackend), default="auto")
     p.add_argument("--strategies", default=",".join(PAPER_COLUMNS),
                    help=f"presets, comma-separated, of: {', '.join(STRATEGIES)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

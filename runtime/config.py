@@ -27,6 +27,9 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # The node scores offline inference can descend by (strategies.offline); one list for the
 # config, the offline API and `offline --by`'s choices.
 InferStrategy = Literal["q_value", "value", "visits", "puct", "likelihood"]
+# Likewise the engines and sandbox backends: the config's types and the command line's choices.
+EngineKind = Literal["hf", "vllm", "openai"]
+SandboxBackend = Literal["auto", "bwrap", "docker"]
 
 
 class _Section(BaseModel):
@@ -72,7 +75,7 @@ class StrategyConfig(_Section):
 
 
 class EngineConfig(_Section):
-    kind: Literal["hf", "vllm", "openai"] = "hf"
+    kind: EngineKind = "hf"
     model: str | None = Field(None, description="model path or hub id (hf); served model name (openai)")
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -91,7 +94,7 @@ class EngineConfig(_Section):
 
 
 class SandboxConfig(_Section):
-    backend: Literal["auto", "bwrap", "docker"] = "auto"
+    backend: SandboxBackend = "auto"
     timeout_s: float = Field(15.0, gt=0, description="wall clock per code action (AlphaMath: 15 s)")
     memory_mb: int = Field(1024, ge=64)
     cpu_s: int = Field(20, ge=1)

@@ -215,7 +215,7 @@ def _pick(row: dict[str, Any], s: _Settings, where: str) -> _Pick:
         found = offline_solutions(tree, by=s.by, prune=s.prune, beam_width=s.beam_width,
                                   max_children=s.max_children, c_puct=s.c_puct)
     except NoLogprobsError as exc:
-        raise ScoreError(f"{where}: --by likelihood needs each node's prior, and this tree has "
+        raise ScoreError(f"{where}: scoring by likelihood needs each node's prior, and this tree has "
                          f"none (its run's engine returned no token log-probabilities)") from exc
     solutions = tuple({"answer": c.answer, "node_id": c.node_id,
                        "value": tree.nodes[c.node_id].value,

@@ -220,7 +220,7 @@ def test_likelihood_without_priors_is_one_line(grader: Grader) -> None:
     add(t, t.root, "7", p=None)
     row = {"id": "q1", "answer": "7", "tree": t.to_json(), "error": None}
     assert offline_rescore([row], by="q_value", grader=grader)[0]["correct"] is True
-    with pytest.raises(ScoreError, match=r"row 'q1': --by likelihood needs each node's prior"):
+    with pytest.raises(ScoreError, match=r"row 'q1': scoring by likelihood needs each node's prior"):
         offline_rescore([row], by="likelihood", grader=grader)
 
 

@@ -452,10 +452,18 @@ model with its paired-bootstrap 95 % interval; then seconds per question on that
 if __name__ == "__main__":
     import signal
 
+    from runtime.errors import AlphaMathError
+    from sandbox.errors import SandboxError
+
     # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         raise SystemExit(main())
+    except (AlphaMathError, SandboxError) as exc:
+        # A user mistake (e.g. a results file of another configuration after moving --out): one
+        # line, as the CLI gives, not a traceback.
+        print(f"mini_alphamath: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue", file=sys.stderr)
         raise SystemExit(130) from None

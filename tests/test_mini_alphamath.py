@@ -65,6 +65,14 @@ def test_toy_run_writes_every_artifact_and_the_table(tmp_path: Path) -> None:
     assert (out / "table.md").read_text() == table
     assert "train" not in again.stdout and time.monotonic() - started < 120
 
+    # The same --out under another configuration: one line that names the results file, exit 2.
+    changed = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *TOY,
+                              "--set", "strategy.max_tokens=40"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    assert "different configuration" in changed.stderr and "greedy.jsonl" in changed.stderr
+    assert "Traceback" not in changed.stderr
+
     # Continuing from the released model: no warm start, stage "start", round 2 with LM-only
     # anchor rows mixed into its training data, then the value head fitted alone (the round's
     # model: the policy's weights are the joint training's), and a card that keeps the earlier one.

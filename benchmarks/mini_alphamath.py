@@ -455,7 +455,9 @@ if __name__ == "__main__":
     from runtime.errors import AlphaMathError
     from sandbox.errors import SandboxError
 
-    # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned.
+    # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned;
+    # and Ctrl-C works even where a shell started us in the background with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         raise SystemExit(main())

@@ -7,8 +7,9 @@ request so that the prompt is prefilled once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -32,6 +33,29 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+
+    def for_prompt(self, prompt: str) -> SamplingParams:
+        """These settings as an engine samples `prompt` with them: `seed` replaced by
+        `prompt_seed(seed, prompt)`. Every engine calls this, so that a seed names a reproducible
+        draw *per prompt* rather than one noise stream shared by every prompt."""
+        return self if self.seed is None else replace(self, seed=prompt_seed(self.seed, prompt))
+
+
+def prompt_seed(seed: int, prompt: str) -> int:
+    """The RNG seed that request seed `seed` samples `prompt` with.
+
+    Why not `seed` itself: a seeded request draws its noise from its own generator (vLLM's
+    per-request `torch.Generator`, ours in HFEngine), so every request with the same seed draws
+    the *same* noise at each token position whatever its prompt. A search sends one seed with
+    thousands of prompts — every node of every tree — and their samples came out correlated: in
+    a ground-truth MCTS run of 400 questions, the first sample of each root chose the same
+    solution layout on every question, and which layout depended on the seed alone (README,
+    "Seeds"). Hashing the prompt in keeps a seed reproducible (same seed and prompt, same samples,
+    in any batch) and makes different prompts independent draws. 62 bits: vLLM seeds sample i
+    of a request with `seed + i`, which must stay a signed 64-bit integer.
+    """
+    digest = hashlib.blake2b(f"{seed}\x00{prompt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ Semantics (as vLLM's defaults):
 - `cumulative_logprob` sums log_softmax of the RAW logits at the sampled tokens — the model's
   unmodified distribution, before temperature and top_p — because MCTS priors are
   `exp(cumulative_logprob / len(token_ids))` of the policy itself.
-- Seeds: a request with `params.seed` samples from its own `torch.Generator` seeded with it, so
-  its samples do not depend on what else is in the batch; other requests share the engine's
-  generator, seeded from `seed`.
+- Seeds: a request with `params.seed` samples from its own `torch.Generator` seeded with
+  `prompt_seed(params.seed, prompt)`, so its samples do not depend on what else is in the batch
+  and different prompts are independent draws; other requests share the engine's generator,
+  seeded from `seed`.
 - `value(prompts)` = tanh(w · h_last + b), `h_last` the final-layer hidden state at each prompt's
   last token. Without a value head it raises NoValueHeadError.
 """
@@ -401,7 +402,7 @@ class HFEngine:
     async def generate(self, prompt: str, params: SamplingParams) -> list[Completion]:
         if self._closed:
             raise EngineError(f"engine for {self.name!r} is closed")
-        return await self._gen_batcher.submit(_GenRequest(prompt, params), weight=params.n)
+        return await self._gen_batcher.submit(_GenRequest(prompt, params.for_prompt(prompt)), weight=params.n)
 
     async def value(self, prompts: Sequence[str]) -> list[float]:
         if self._closed:

@@ -6,9 +6,9 @@
     await engine.aclose()
 
 Requests
-- `generate` POSTs `/v1/completions` with `prompt, n, temperature, top_p, max_tokens, stop, seed,
-  logprobs=1` plus vLLM's `return_token_ids` / `return_tokens_as_token_ids` (other servers ignore
-  unknown fields). `cumulative_logprob` is a choice's `cumulative_logprob` field when the server
+- `generate` POSTs `/v1/completions` with `prompt, n, temperature, top_p, max_tokens, stop,
+  logprobs=1`, `seed` = `prompt_seed(seed, prompt)`, plus vLLM's `return_token_ids` /
+  `return_tokens_as_token_ids` (other servers ignore unknown fields). `cumulative_logprob` is a choice's `cumulative_logprob` field when the server
   sends one (ours does), else the sum of `logprobs.token_logprobs`. `token_ids` come from the
   choice's `token_ids`, else from `"token_id:N"` tokens; a server that sends neither gets one
   placeholder id (-1) per token so that `len(token_ids)` (the prior's length normaliser) holds.
@@ -222,7 +222,8 @@ class OpenAIEngine:
         if params.stop:
             payload["stop"] = list(params.stop)
         if params.seed is not None:
-            payload["seed"] = params.seed
+            # A stock vLLM server would give every prompt of one seed the same noise.
+            payload["seed"] = params.for_prompt(prompt).seed
         try:
             data = await self._post("/v1/completions", payload, self.affinity_key(prompt), params.n)
         except PromptTooLongError as exc:

@@ -25,8 +25,10 @@ Semantics (as `HFEngine`, which follows vLLM's defaults):
   EOS gives finish "stop" with `stop_reason` None; `max_tokens` or the context gives "length".
 - `cumulative_logprob` is vLLM's sum over the sampled tokens with `logprobs_mode="raw_logprobs"`
   (the model's unmodified distribution, before temperature / top_p).
-- Seeds: a request's `seed` makes its samples reproducible (vLLM gives sample i the seed
-  `seed + i`); the sampled streams differ from HFEngine's (different RNG use), greedy ones do not.
+- Seeds: a request's `seed` makes its samples reproducible; vLLM gets
+  `prompt_seed(seed, prompt)` (and gives sample i that plus i), so that one seed over many
+  prompts draws independent noise. The sampled streams differ from HFEngine's (different RNG
+  use), greedy ones do not.
 - A prompt with as many tokens as the context (or more) raises PromptTooLongError (values: more
   tokens than the context).
 - Cancelling a `generate()` / `value()` aborts its vLLM request(s).
@@ -475,7 +477,7 @@ class VLLMEngine:
             top_p=params.top_p,
             max_tokens=min(params.max_tokens, self.max_model_len - len(ids)),
             stop=[s for s in params.stop if s] or None,
-            seed=params.seed,
+            seed=params.for_prompt(prompt).seed,
             logprobs=0,  # makes vLLM compute cumulative_logprob (raw, see logprobs_mode)
             output_kind=self._final_only,
             skip_special_tokens=True,

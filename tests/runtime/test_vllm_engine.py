@@ -102,6 +102,29 @@ async def test_sampling_n3_seeded_is_reproducible(engines) -> None:
     assert [c.token_ids for c in other] != [c.token_ids for c in a]
 
 
+async def test_one_seed_draws_independent_noise_for_each_prompt(engines, monkeypatch) -> None:
+    """A search sends one seed with every prompt. At vLLM's highest temperature the tiny model's
+    next-token distributions are flat, so prompts sampled with the same noise pick the same
+    tokens at many positions; with each prompt's own seed they (almost) never do."""
+    import runtime.engine
+
+    v, _ = engines
+
+    async def agreement() -> float:
+        same = total = 0
+        for seed in range(4):
+            params = SamplingParams(temperature=2.0, max_tokens=30, seed=seed)
+            [a], [b] = await asyncio.gather(v.generate(Q1, params), v.generate(Q2, params))
+            same += sum(x == y for x, y in zip(a.token_ids, b.token_ids))
+            total += min(len(a.token_ids), len(b.token_ids))
+        return same / total
+
+    assert await agreement() < 0.15
+    # The control: one noise stream for every prompt (vLLM's own seed semantics) correlates them.
+    monkeypatch.setattr(runtime.engine, "prompt_seed", lambda seed, prompt: seed)
+    assert await agreement() > 0.3
+
+
 async def test_value_matches_hf(engines) -> None:
     v, h = engines
     prompts = [Q1, Q2 + CODE_STEP, Q3, Q1 + "<step>\n<p>\n"]

@@ -163,9 +163,16 @@ class EvalConfig(_Section):
 
     def results_hash(self) -> str:
         """Hash of everything that changes what a problem's result is (not where or how fast
-        it runs); a resumed run must match it so one file never mixes two experiments."""
+        it runs); a resumed run must match it so one file never mixes two experiments. The
+        model counts by its path *and* its weights (`model_fingerprint`): the same path may
+        hold a retrained or newly shipped model. `sampling` numbers how engines derive their
+        noise from a seed (2: per prompt, `runtime.engine.prompt_seed`), so files sampled the
+        old way are not continued the new way."""
+        from runtime.engines.model_dir import model_fingerprint  # runtime.engines imports us
+
         relevant = {"strategy": self.strategy.model_dump(mode="json"),
-                    "model": self.engine.model, "dtype": self.engine.dtype}
+                    "model": self.engine.model, "dtype": self.engine.dtype,
+                    "weights": model_fingerprint(self.engine.model), "sampling": 2}
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

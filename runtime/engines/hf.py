@@ -402,7 +402,8 @@ class HFEngine:
     async def generate(self, prompt: str, params: SamplingParams) -> list[Completion]:
         if self._closed:
             raise EngineError(f"engine for {self.name!r} is closed")
-        return await self._gen_batcher.submit(_GenRequest(prompt, params.for_prompt(prompt)), weight=params.n)
+        request = _GenRequest(prompt, params.for_prompt(prompt))
+        return await self._gen_batcher.submit(request, weight=params.n)
 
     async def value(self, prompts: Sequence[str]) -> list[float]:
         if self._closed:

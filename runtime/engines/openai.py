@@ -8,10 +8,11 @@
 Requests
 - `generate` POSTs `/v1/completions` with `prompt, n, temperature, top_p, max_tokens, stop,
   logprobs=1`, `seed` = `prompt_seed(seed, prompt)`, plus vLLM's `return_token_ids` /
-  `return_tokens_as_token_ids` (other servers ignore unknown fields). `cumulative_logprob` is a choice's `cumulative_logprob` field when the server
-  sends one (ours does), else the sum of `logprobs.token_logprobs`. `token_ids` come from the
-  choice's `token_ids`, else from `"token_id:N"` tokens; a server that sends neither gets one
-  placeholder id (-1) per token so that `len(token_ids)` (the prior's length normaliser) holds.
+  `return_tokens_as_token_ids` (other servers ignore unknown fields). `cumulative_logprob` is a
+  choice's `cumulative_logprob` field when the server sends one (ours does), else the sum of
+  `logprobs.token_logprobs`. `token_ids` come from the choice's `token_ids`, else from
+  `"token_id:N"` tokens; a server that sends neither gets one placeholder id (-1) per token so
+  that `len(token_ids)` (the prior's length normaliser) holds.
 - `value` POSTs `{"model", "input": [prompts]}` to `value_endpoint` (vLLM's `/classify`, our
   server's too; `/pooling` also parses) and reads `data[i].probs[0]` (or `data[i].data`). The
   server must apply tanh itself (vLLM: `sbert_ce_default_activation_function` = Tanh, DESIGN.md).

@@ -60,6 +60,28 @@ def test_results_hash_ignores_where_but_not_what() -> None:
     assert base.results_hash() != changed.results_hash()
 
 
+def test_results_hash_follows_the_weights_at_a_model_path(tmp_path: Path) -> None:
+    """A retrained or newly shipped model at the same path is a different experiment."""
+    from runtime.engines.model_dir import model_fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 64}')
+    weights = bytearray(range(256)) * 4096  # 1 MiB: wider than the sampled chunks' spacing
+    (model / "model.safetensors").write_bytes(weights)
+
+    def hashed() -> str:
+        return build_config(apply_overrides(load_preset("greedy"), [f"engine.model={model}"])).results_hash()
+
+    before, fingerprint = hashed(), model_fingerprint(model)
+    assert hashed() == before and model_fingerprint(str(model)) == fingerprint
+    weights[len(weights) // 2] ^= 1  # one byte, where a sampled chunk reads
+    (model / "model.safetensors").write_bytes(weights)
+    assert model_fingerprint(model) != fingerprint and hashed() != before
+    # a hub id or a server's model name has no local weights to read
+    assert model_fingerprint("Qwen/Qwen2.5-Math-7B") is None
+
+
 def test_sandbox_max_uses_default_follows_the_mode() -> None:
     from runtime.config import compose_config
     from runtime.evaluate import sandbox_limits

@@ -197,9 +197,11 @@ async def test_a_fresh_worker_takes_over_every_worker_runs(
         refreshing_box: BwrapSandbox | DockerSandbox) -> None:
     # A module attribute is what a reset leaves (server.py: "What reuse mode does NOT isolate");
     # it lasts exactly one worker's runs, in the same sandbox.
-    plant = ("import sympy\nsympy.LEAK = getattr(sympy, 'LEAK', 0) + 1\n"
-             "started = open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]\n"
-             "print(started, sympy.LEAK)")  # one print: several get labelled (executor.py)
+    # A worker is its pid and start time: either alone can repeat (pids are reused; workers
+    # forked within one 10 ms clock tick share a start time, which made this test flaky).
+    plant = ("import os, sympy\nsympy.LEAK = getattr(sympy, 'LEAK', 0) + 1\n"
+             "tick = open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]\n"
+             "print(f'{os.getpid()}@{tick}', sympy.LEAK)")  # one print: several get labelled
     seen = [(await _observe(refreshing_box, plant)).split() for _ in range(7)]
     assert [int(leak) for _, leak in seen] == [1, 2, 3, 1, 2, 3, 1]
     workers = [started for started, _ in seen]

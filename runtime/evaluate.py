@@ -69,6 +69,7 @@ class Plan:
     output: Path
     total: int
     existing: ExistingResults  # what an earlier run left (its torn last line already cut off)
+    config_hash: str  # `existing` was read against it (computing it reads the model's weights)
     stamp: tuple[int, int] | None = None  # the file's (size, mtime) when `existing` was read
 
     @property
@@ -85,11 +86,12 @@ def plan_run(config: EvalConfig) -> Plan:
         raise ConfigError("no --output given")
     total = count_dataset(config.run.dataset, limit=config.run.limit, shard=config.run.shard_tuple,
                           fields=config.run.field_map())
+    config_hash = config.results_hash()
     with exclusive_results(config.run.output):  # it may repair or rewrite the file
-        existing = scan_results(config.run.output, config.results_hash(),
-                                drop_errors=config.run.retry_errors)
+        existing = scan_results(config.run.output, config_hash, drop_errors=config.run.retry_errors)
         stamp = _stamp(config.run.output)
-    return Plan(output=config.run.output, total=total, existing=existing, stamp=stamp)
+    return Plan(output=config.run.output, total=total, existing=existing, config_hash=config_hash,
+                stamp=stamp)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -104,15 +106,16 @@ async def evaluate(config: EvalConfig, strategy: Strategy, *,
                    on_row: Callable[[dict[str, Any]], None] | None = None,
                    plan: Plan | None = None) -> RunSummary:
     """Run the whole evaluation; resumes from `config.run.output` if it exists. A `plan` from
-    `plan_run(config)` saves reading the results file a second time."""
+    `plan_run(config)` saves reading the results file (and fingerprinting the model) again."""
     output = config.run.output
     assert output is not None
-    config_hash = config.results_hash()
     with exclusive_results(output):  # held for the whole run: one writer per results file
         # The plan's reading stands unless another process wrote the file since.
-        fresh = plan is not None and plan.output == output and plan.stamp == _stamp(output)
-        existing = (plan.existing if plan is not None and fresh else
-                    scan_results(output, config_hash, drop_errors=config.run.retry_errors))
+        if plan is not None and plan.output == output and plan.stamp == _stamp(output):
+            existing, config_hash = plan.existing, plan.config_hash
+        else:
+            config_hash = config.results_hash()
+            existing = scan_results(output, config_hash, drop_errors=config.run.retry_errors)
         log.info("run_start", output=str(output), resumed=len(existing.done_ids),
                  config_hash=config_hash, config=config.model_dump(mode="json"))
 

@@ -22,7 +22,7 @@ from typing import NoReturn, get_args
 
 from runtime.config import (EngineKind, EvalConfig, InferStrategy, SandboxBackend, compose_config,
                             preset_names)
-from runtime.errors import AlphaMathError, ConfigError
+from runtime.errors import AlphaMathError, ConfigError, user_errors
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -459,15 +459,6 @@ COMMANDS = {"eval": cmd_eval, "score": cmd_score, "offline": cmd_offline, "solve
             "tiny-model": cmd_tiny_model}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    # Imported here so that `--help` does not pay for them.
-    from evals.errors import DatasetError, ScoreError
-    from sandbox.errors import SandboxError
-
-    return (AlphaMathError, DatasetError, ScoreError, SandboxError, FileNotFoundError,
-            PermissionError, IsADirectoryError)
-
-
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
     # Re-deliver as SIGINT rather than raising KeyboardInterrupt here: inside `asyncio.run` that
     # exception would land in whichever task happened to be running (its exception then never
@@ -487,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except _user_errors() as exc:
+    except user_errors() as exc:
         print(f"alphamath {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

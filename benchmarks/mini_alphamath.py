@@ -452,8 +452,7 @@ model with its paired-bootstrap 95 % interval; then seconds per question on that
 if __name__ == "__main__":
     import signal
 
-    from runtime.errors import AlphaMathError
-    from sandbox.errors import SandboxError
+    from runtime.errors import user_errors
 
     # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned;
     # and Ctrl-C works even where a shell started us in the background with SIGINT ignored.
@@ -461,7 +460,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         raise SystemExit(main())
-    except (AlphaMathError, SandboxError) as exc:
+    except user_errors() as exc:
         # A user mistake (e.g. a results file of another configuration after moving --out): one
         # line, as the CLI gives, not a traceback.
         print(f"mini_alphamath: error: {exc}", file=sys.stderr)

@@ -56,3 +56,13 @@ class PromptTooLongError(EngineError):
 
 class ResultsError(AlphaMathError):
     pass
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a command line reports as one line (exit 2) rather than a traceback: our own errors
+    and a path that is missing or unreadable. SandboxError is imported here, not at the top, so
+    that `--help` need not load the sandbox package."""
+    from sandbox.errors import SandboxError
+
+    # DatasetError and ScoreError (evals.errors) are AlphaMathErrors.
+    return (AlphaMathError, SandboxError, FileNotFoundError, PermissionError, IsADirectoryError)

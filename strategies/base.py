@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import structlog
@@ -20,6 +20,9 @@ from runtime.errors import PromptTooLongError
 from runtime.problem import Problem
 from runtime.tree import Tree
 from sandbox import Sandbox
+
+
+_OWN_FIELDS = frozenset({"steps", "n_solutions", "started", "wall_s"})
 
 
 @dataclass
@@ -42,6 +45,13 @@ class SolveStats:
 
     def finish(self) -> None:
         self.wall_s = time.monotonic() - self.started
+
+    def add_counts(self, other: SolveStats) -> None:
+        """Add another search's counters and waits (a vote's runs); `steps`, `n_solutions` and
+        the clock describe this search's own answer, so they are left alone."""
+        for f in fields(self):
+            if f.name not in _OWN_FIELDS:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "started"}

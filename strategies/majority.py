@@ -56,9 +56,6 @@ __all__ = ["Cluster", "MajorityVoteStrategy", "Vote", "cluster_votes", "merge_tr
 # Bases known here; any other name is looked up in the registry when the strategy is built.
 _BASES: dict[str, StrategyFactory] = {"greedy": GreedyStrategy, "sbs": BeamSearchStrategy}
 
-_SUMMED = ("engine_calls", "value_calls", "generated_tokens", "code_runs", "code_timeouts")
-
-
 @dataclass(frozen=True)
 class Vote:
     answer: str
@@ -163,8 +160,7 @@ class MajorityVoteStrategy:
         clusters = await cluster_votes(votes, ctx.grade)
         solutions = [Solution(answer=c.answer, node_id=c.node_id, value=c.count / k) for c in clusters]
         for run in runs:
-            for key in _SUMMED:
-                setattr(stats, key, getattr(stats, key) + getattr(run.stats, key))
+            stats.add_counts(run.stats)
         stats.steps = (tree.nodes[solutions[0].node_id].depth if solutions
                        else max(node.depth for node in tree.nodes))
         stats.n_solutions = len(solutions)

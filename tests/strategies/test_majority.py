@@ -253,14 +253,18 @@ async def test_runs_ties_go_to_the_best_value() -> None:
             tree = Tree()
             node = tree.add_child(tree.root, text=ans, terminal=True, final_answer=ans, value=value)
             return SearchResult(tree=tree, prediction=ans, solutions=[Solution(ans, node.id, value)],
-                                stats=SolveStats(engine_calls=1, steps=1))
+                                stats=SolveStats(engine_calls=1, value_calls=3, steps=1, n_solutions=1,
+                                                 generate_wait_s=0.25, sandbox_wait_s=0.5))
 
     config = build_config(load_preset("sbs_1_5")).strategy.model_copy(
         update={"name": "majority", "vote_mode": "runs", "num_votes": 4})
     ctx = make_ctx(ScriptedEngine({}), "sbs_1_5", grade=FakeGrade())
     result = await MajorityVoteStrategy(config, base_factory=Canned).solve(PROBLEM, ctx)
     assert _shares(result) == [("2", 2, .5), ("1", 1, .5)]
-    assert result.stats.engine_calls == 4
+    # every run's counters and waits add up; steps and n_solutions are the vote's own
+    s = result.stats
+    assert (s.engine_calls, s.value_calls, s.generate_wait_s, s.sandbox_wait_s) == (4, 12, 1.0, 2.0)
+    assert (s.steps, s.n_solutions) == (1, 2)
 
 
 # ----------------------------------------------------------------------------- vote_mode top_k

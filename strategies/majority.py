@@ -56,6 +56,7 @@ __all__ = ["Cluster", "MajorityVoteStrategy", "Vote", "cluster_votes", "merge_tr
 # Bases known here; any other name is looked up in the registry when the strategy is built.
 _BASES: dict[str, StrategyFactory] = {"greedy": GreedyStrategy, "sbs": BeamSearchStrategy}
 
+
 @dataclass(frozen=True)
 class Vote:
     answer: str

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from training.data import TrainingRow, TrainingStep, write_training_rows
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "value_quality.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("value_quality", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("value_quality")
 
 
 def test_ranking_separates_within_question_from_overall() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,8 @@ from runtime.engines.scripted import ScriptedEngine
 from runtime.errors import NoValueHeadError
 from runtime.problem import Problem
 from runtime.results import ResultsWriter
-from runtime.scheduler import RunSummary, run_problems
+from runtime.scheduler import _TOTALS, RunSummary, run_problems
+from strategies.base import _OWN_FIELDS, SolveStats
 
 
 def _problems(n: int, pulled: list[int] | None = None) -> Iterator[Problem]:
@@ -181,6 +183,13 @@ def test_describe_shows_engine_metrics_only_when_reported() -> None:
     assert summary.describe() == f"{plain}; engine: mean running batch 1.5"
     summary.engine = EngineMetrics(prefix_cache_queries=0, prefix_cache_hits=0)  # nothing queried yet
     assert summary.describe() == plain
+
+
+def test_run_totals_cover_every_solve_counter() -> None:
+    """The scheduler keeps its own list of the counters it sums (it must not import the search
+    layer), so this pins it to `SolveStats`: a counter added there must show in the run summary."""
+    assert set(_TOTALS) == {f.name for f in fields(SolveStats)} - _OWN_FIELDS
+    assert len(_TOTALS) == len(set(_TOTALS))
 
 
 def test_engine_metrics_derived_values_and_optional_protocol() -> None:

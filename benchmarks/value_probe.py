@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
 
-from value_quality import Ranking, ranking
+from value_quality import Ranking, forward_row, load_policy, ranking
 
 if TYPE_CHECKING:
     from training.data import TrainingRow
@@ -59,28 +59,17 @@ class RowStates:
 
 def trunk_states(model_dir: Path, *row_sets: Sequence[TrainingRow]) -> list[list[RowStates]]:
     """Run the frozen model over each row of each set, encoded exactly as training encodes it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    return [_states(tokenizer, model, rows) for rows in row_sets]
-
-
-def _states(tokenizer, model, rows: Sequence[TrainingRow]) -> list[RowStates]:
-    from training.data import TrainingRow
-    from training.train import encode_row
-
-    out = []
+    tokenizer, model = load_policy(model_dir)
+    out: list[list[RowStates]] = []
     with torch.no_grad():
-        for row in rows:
-            # as training encodes it; the label only changes LM labels, not the states read here
-            enc = encode_row(tokenizer, TrainingRow(row.prompt, row.steps, True, row.id), 1024)
-            marked = [i for i, m in enumerate(enc.value_mask) if m]
-            if not marked:
-                raise SystemExit(f"row {row.id!r}: no step inside the 1,024-token window")
-            start = len(tokenizer(row.prompt)["input_ids"])
-            hidden = model(input_ids=torch.tensor([enc.input_ids]), output_hidden_states=True).hidden_states[-1]
-            out.append(RowStates(hidden[0, start:].half(), marked[-1] - start))
+        for rows in row_sets:
+            out.append([])
+            for row in rows:
+                _, result, last = forward_row(tokenizer, model, row)
+                if last is None:
+                    raise SystemExit(f"row {row.id!r}: no step inside the 1,024-token window")
+                start = len(tokenizer(row.prompt)["input_ids"])
+                out[-1].append(RowStates(result.hidden_states[-1][0, start:].half(), last - start))
     return out
 
 
@@ -118,7 +107,6 @@ def within_question_pairs(rows: Sequence[TrainingRow]) -> list[tuple[int, int]]:
 def fit(head: ProbeHead, states: Sequence[RowStates], rows: Sequence[TrainingRow], loss: Loss, *,
         steps: int, weight_decay: float, lr: float = 1e-3, batch: int = 32, seed: int = 0) -> ProbeHead:
     """`steps` AdamW updates on minibatches of pairs (`pair`) or rows (`bce`), reshuffled each pass."""
-    torch.manual_seed(seed)
     rnd = random.Random(seed)
     units: list = within_question_pairs(rows) if loss == "pair" else list(range(len(rows)))
     if not units:
@@ -184,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| pool | head | loss | held-out AUC | held-out pair AUC (pairs) | held-out pick | "
           "training pair AUC |\n|---|---|---|---|---|---|---|")
     for pool, hidden, loss in itertools.product(a.pool, a.hidden, a.loss):
+        torch.manual_seed(0)  # every head starts from a seeded draw, whatever ran before it
         head = fit(ProbeHead(train_states[0].states.shape[-1], pool, hidden), train_states, train_rows,
                    loss, steps=a.steps, weight_decay=a.weight_decay)
         held, own = rank_with(head, test_states, test_rows), rank_with(head, train_states, train_rows)

@@ -25,12 +25,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 if TYPE_CHECKING:
     from training.data import TrainingRow
+    from training.train import Encoded
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,41 @@ def ranking(questions: Sequence[str], correct: Sequence[bool], scores: Sequence[
         oracle=sum(any(ok for _, ok in c) for c in by_q.values()) / n)
 
 
+def load_policy(model_dir: Path) -> tuple[Any, Any]:
+    """(tokenizer, float32 causal LM in eval mode) of `model_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def forward_row(tokenizer: Any, model: Any, row: TrainingRow) -> tuple[Encoded, Any, int | None]:
+    """One row through the model (call under `torch.no_grad()`): its encoding, as training encodes
+    it with every step LM-labelled as if correct and the pasted outputs masked (the path's own
+    tokens); the model's output with hidden states; the value position (the last step's last
+    token), None when no step fits the 1,024-token window."""
+    import torch
+
+    from training.data import TrainingRow
+    from training.train import encode_row
+
+    enc = encode_row(tokenizer, TrainingRow(row.prompt, row.steps, True, row.id), 1024, mask_observations=True)
+    out = model(input_ids=torch.tensor([enc.input_ids]), output_hidden_states=True)
+    marked = [i for i, m in enumerate(enc.value_mask) if m]
+    return enc, out, (marked[-1] if marked else None)
+
+
 def score_rows(model_dir: Path, rows_paths: Sequence[Path]) -> tuple[list[TrainingRow], list[float], list[float]]:
     """(rows, value of each row's last step, policy log-likelihood of each row's own tokens)."""
     import torch
     import torch.nn.functional as F
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from runtime.engines.value_head import load_value_head
-    from training.data import TrainingRow, read_training_rows
-    from training.train import IGNORE, encode_row
+    from training.data import read_training_rows
+    from training.train import IGNORE
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer, model = load_policy(model_dir)
     head = load_value_head(model_dir, model.config.hidden_size)
     if head is None:
         raise SystemExit(f"{model_dir}: no value head (value_head.safetensors)")
@@ -94,11 +118,8 @@ def score_rows(model_dir: Path, rows_paths: Sequence[Path]) -> tuple[list[Traini
     values, likelihoods = [], []
     with torch.no_grad():
         for row in rows:
-            # every step LM-labelled (the row as if correct), outputs masked: the path's own tokens
-            enc = encode_row(tokenizer, TrainingRow(row.prompt, row.steps, True, row.id), 1024,
-                             mask_observations=True)
-            out = model(input_ids=torch.tensor([enc.input_ids]), output_hidden_states=True)
-            last = max(i for i, m in enumerate(enc.value_mask) if m) if any(enc.value_mask) else -1
+            enc, out, last = forward_row(tokenizer, model, row)
+            last = -1 if last is None else last
             values.append(float(torch.tanh(head(out.hidden_states[-1][0, last].float()))))
             labels = torch.tensor(enc.lm_labels[1:])
             logp = F.log_softmax(out.logits[0, :-1].float(), dim=-1)

@@ -6,7 +6,8 @@
     alphamath tiny-model OUT_DIR      (the local smoke-test model; no download)
 
 A user mistake (bad flag, path, preset or value) prints one line and exits 2; Ctrl-C stops
-cleanly with every finished problem saved, exit 130.
+cleanly with every finished problem saved, exit 130. In training the first Ctrl-C finishes the
+current step and checkpoints it (`--resume` continues), a second stops at once.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, get_args
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, NoReturn, get_args
 
 from runtime.config import (EngineKind, EvalConfig, InferStrategy, SandboxBackend, compose_config,
                             preset_names)
 from runtime.errors import AlphaMathError, ConfigError, user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.train import TrainConfig, TrainSummary
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -169,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help="seed of initialisation, dropout and batch order (default 0)")
     tr.add_argument("--device", help="auto | cpu | cuda (default auto; under a launcher one GPU per process)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="FIELD=VALUE",
                     help="any other field of training.train.TrainConfig, e.g. group_by_length=true, "
                          "mask_observations=true, freeze_trunk=true, dtype=bfloat16 (repeatable)")
@@ -370,11 +378,56 @@ def cmd_value_head(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StopAfterStep:
+    """While training: the first Ctrl-C (or kill) asks for a stop after the current optimizer
+    step, which is then checkpointed; a second one interrupts at once. Called, it says whether a
+    stop was asked for (`train`'s `should_stop`)."""
+
+    def __init__(self, console: Console | None) -> None:
+        self._console = console  # None: ask quietly (a process other than the main one)
+        self._asked = False
+        self._previous: object = None
+
+    def __call__(self) -> bool:
+        return self._asked
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self._asked:
+            raise KeyboardInterrupt
+        self._asked = True
+        if self._console is not None:
+            self._console.print("[yellow]stopping after this training step[/] (Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> _StopAfterStep:
+        self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+
+
+def _train_with_progress(config: TrainConfig, *, progress: bool) -> TrainSummary:
+    """`train` with a progress bar and the stop-after-this-step Ctrl-C."""
+    from rich.console import Console
+
+    from runtime.progress import TrainProgress
+    from training.train import train
+
+    console = Console(stderr=True, emoji=False)
+    # Under torchrun / accelerate launch every process runs this; one bar and one message (rank
+    # 0's) are enough.
+    main = os.environ.get("RANK", "0") == "0"
+    with (_StopAfterStep(console if main else None) as stop,
+          TrainProgress(enabled=progress and main, console=console) as bar):
+        return train(config, on_step=bar.update, should_stop=stop)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from runtime.config import parse_value
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig
 
     extra: dict[str, object] = {}
     for item in args.train_overrides:
@@ -396,7 +449,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    summary = train(config)
+    summary = _train_with_progress(config, progress=not args.no_progress)
+    if summary.interrupted:
+        if summary.main_process:
+            print(f"interrupted at step {summary.steps}: checkpoint saved in {summary.checkpoints[-1]}; "
+                  "add --resume to the same command to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if summary.main_process:  # one line per run, not one per process
         on = f" on {summary.processes} processes" if summary.processes > 1 else ""
         print(f"trained {summary.steps} steps on {summary.rows} rows{on} in {summary.seconds:.0f} s; "
@@ -433,8 +491,15 @@ def cmd_round(args: argparse.Namespace) -> int:
                      eval_dataset=args.eval_dataset, train_preset=args.train_preset,
                      eval_preset=args.eval_preset, overrides=tuple(args.overrides), sandbox=args.sandbox,
                      train_kwargs=tuple((k, v) for k, v in extra.items() if v is not None))
+
+    def run_training(config: TrainConfig) -> TrainSummary:
+        trained = _train_with_progress(config, progress=not args.no_progress)
+        if trained.interrupted:  # checkpointed: the same command resumes it
+            raise KeyboardInterrupt
+        return trained
+
     try:
-        summary = run_round(plan, run_search)
+        summary = run_round(plan, run_search, run_training)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: re-run the same command to continue in {args.run_dir}")
         return EXIT_INTERRUPTED

@@ -1,8 +1,10 @@
-"""The live view of a run: done/total, accuracy so far, problems per second."""
+"""Live views: of a run (done/total, accuracy so far, problems per second) and of a training
+(steps, recent losses)."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -58,6 +60,48 @@ class RunProgress:
         self._progress.update(self._task, completed=self.done, acc=self._acc(), rate=rate)
 
     def __enter__(self) -> RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+
+class TrainProgress:
+    """Steps done of the run's last step, and the LM and value losses averaged over the recent
+    steps: one step's losses swing with its batch (length-grouped batches of incorrect paths
+    alone have no LM term), the mean of the last `window` shows the trend."""
+
+    def __init__(self, *, enabled: bool, console: Console, window: int = 50) -> None:
+        self._recent: deque[tuple[float, float]] = deque(maxlen=window)
+        self._first = True
+        self._progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps  lm {task.fields[lm]}  value {task.fields[value]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        # The total is unknown until the data is encoded: the first step sets it.
+        self._task = self._progress.add_task("train", total=None, lm="-", value="-")
+
+    def update(self, step: int, last_step: int, losses: dict[str, float]) -> None:
+        self._recent.append((losses["lm"], losses["value"]))
+        lm, value = (sum(x) / len(self._recent) for x in zip(*self._recent))
+        shown = {"total": last_step, "completed": step, "lm": f"{lm:.3f}", "value": f"{value:.3f}"}
+        if self._first:
+            # A resumed run starts at its checkpoint's step: a reset keeps that jump out of the
+            # speed estimate (and so out of the time remaining).
+            self._first = False
+            self._progress.reset(self._task, **shown)
+        else:
+            self._progress.update(self._task, **shown)
+
+    def __enter__(self) -> TrainProgress:
         self._progress.start()
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -256,6 +257,49 @@ def test_ctrl_c_stops_cleanly_with_every_finished_row_saved(tiny_model_dir: Path
     assert len({r["id"] for r in rows}) == len(rows)
     assert all(r["id"].startswith("q") and r["error"] is None for r in rows)
     assert all(r["answer"] == str(int(r["id"][1:]) + 3) for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_in_training_checkpoints_the_step_and_resume_continues(tiny_model_dir: Path, tmp_path: Path,
+                                                                       stop: signal.Signals) -> None:
+    from tests.training.test_train import make_rows
+    from training.data import write_training_rows
+
+    rows = write_training_rows(make_rows(400), tmp_path / "rows.jsonl")
+    out = tmp_path / "out"
+    args = ["train", "--data", str(rows), "--model", str(tiny_model_dir), "--output-dir", str(out),
+            "--batch-size", "1", "--save-every", "5"]  # 400 steps; the first checkpoint says it runs
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint-5").is_dir():
+            assert proc.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = stderr_path.read_text()
+    assert "Traceback" not in err and "stopping after this training step" in err, err
+    said = re.search(r"interrupted at step (\d+): checkpoint saved in (\S+);", err)
+    assert said, err
+    step, saved = int(said[1]), Path(said[2])
+    assert saved == out / f"checkpoint-{step}" and 5 <= step < 400
+    assert (saved / "trainer_state.pt").is_file() and (saved / "value_head.safetensors").is_file()
+    assert not (out / "train_summary.json").exists()
+
+    resumed = run_cli(*args, "--resume", "--max-steps", str(step + 1), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trained {step + 1} steps on 400 rows" in resumed.stdout
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(saved) and [d["step"] for d in summary["losses"]] == [step + 1]
 
 
 def test_score_against_a_baseline_prints_the_paired_gain(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from evals.report import Score, score_results
 from runtime.config import EvalConfig, compose_config
 from training.data import export_training
-from training.train import TrainConfig, train
+from training.train import TrainConfig, TrainSummary, train
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,11 @@ def _search_config(preset: str, *, model: str, dataset: str, output: Path, sandb
                           run={"dataset": dataset, "output": str(output)}, overrides=overrides)
 
 
-def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None]) -> RoundSummary:
+def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None],
+              train_model: Callable[[TrainConfig], TrainSummary] = train) -> RoundSummary:
     """Run the four steps. `evaluate(config)` runs one search to completion (the CLI passes its
-    own, with a progress bar); it must resume from `config.run.output`."""
+    own, with a progress bar); it must resume from `config.run.output`. `train_model(config)` is
+    `train` (the CLI's adds a progress bar and the stop-after-this-step Ctrl-C)."""
     run = plan.run_dir
     run.mkdir(parents=True, exist_ok=True)
     trees, rows, model_dir, evals = run / "trees.jsonl", run / "train_rows.jsonl", run / "model", run / "eval.jsonl"
@@ -67,8 +69,8 @@ def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None]) -> RoundS
     evaluate(_search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
                             output=trees, sandbox=plan.sandbox, overrides=plan.overrides))
     exported = export_training(trees, rows)
-    trained = train(TrainConfig(data=rows, model=Path(plan.model), output_dir=model_dir, resume=True,
-                                **dict(plan.train_kwargs)))
+    trained = train_model(TrainConfig(data=rows, model=Path(plan.model), output_dir=model_dir,
+                                      resume=True, **dict(plan.train_kwargs)))
     evaluate(_search_config(plan.eval_preset, model=str(model_dir), dataset=plan.eval_dataset,
                             output=evals, sandbox=plan.sandbox, overrides=plan.overrides))
     summary = RoundSummary(trees=trees, rows=rows, positives=exported.positives,

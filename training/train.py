@@ -33,7 +33,9 @@ Checkpoints: every `save_every` optimizer steps, ``output_dir/checkpoint-STEP/``
 temporary sibling, then renamed) holds the model, tokenizer, `value_head.safetensors`,
 `"value_model": true` and `trainer_state.pt` (optimizer, scheduler, step, RNG). `resume=True`
 continues from the newest one: same data order, same schedule, same RNG, so a resumed run
-follows the uninterrupted one. The final model + head go to `output_dir` itself.
+follows the uninterrupted one. The final model + head go to `output_dir` itself. A caller's
+`should_stop()` (the CLI's first Ctrl-C) is asked after every optimizer step: when it says yes,
+that step is checkpointed and training returns `interrupted`, so a stop loses no finished step.
 
 Several devices: data parallel through `accelerate` (DDP), launched by `torchrun` or
 `accelerate launch`; a single process is the plain single-device run:
@@ -142,6 +144,7 @@ class TrainSummary:
     losses: list[dict[str, float]] = field(default_factory=list)  # per optimizer step of this run
     fresh_value_head: bool = False  # the model had none; one was initialised
     seconds: float = 0.0
+    interrupted: bool = False  # stopped early on request: the last checkpoint resumes it
 
     @property
     def final_loss(self) -> float | None:
@@ -369,11 +372,25 @@ def _accelerator(device: str) -> Any:
     return Accelerator(cpu=device == "cpu")
 
 
+def _stop_requested(should_stop: Callable[[], bool] | None, accelerator: Any) -> bool:
+    """`should_stop()`, agreed by every process: each would otherwise leave the loop at its own
+    step and the others would wait forever in the next collective."""
+    if should_stop is None:
+        return False
+    wanted = torch.tensor([1.0 if should_stop() else 0.0])
+    if accelerator.num_processes > 1:
+        wanted = accelerator.reduce(wanted.to(accelerator.device), "sum").cpu()
+    return bool(wanted.item() > 0)
+
+
 def train(config: TrainConfig, *,
-          on_step: Callable[[int, int, dict[str, float]], None] | None = None) -> TrainSummary:
+          on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainSummary:
     """Train `config.model` on `config.data`; returns what was done. See the module docstring.
 
     `on_step(step, last_step, losses)` is called after every optimizer step (a progress bar).
+    `should_stop()` is asked after every step before the last; True checkpoints that step (with
+    the trainer state, whatever `save_every`) and returns a summary marked `interrupted`.
 
     Raises TrainingDataError on an empty or malformed training set, CheckpointError when the
     model cannot be loaded or the output directory holds checkpoints and `resume` is off.
@@ -514,6 +531,11 @@ def train(config: TrainConfig, *,
                                "lr": sched.get_last_lr()[0]})
         if on_step is not None and accelerator.is_main_process:
             on_step(step, stop_at, summary.losses[-1])
+        if step < stop_at and _stop_requested(should_stop, accelerator):
+            summary.checkpoints.append(save(out_dir / f"checkpoint-{step}", True))
+            summary.steps, summary.interrupted = step, True
+            summary.seconds = time.perf_counter() - t0
+            return summary
         if config.save_every and step % config.save_every == 0 and step < stop_at:
             summary.checkpoints.append(save(out_dir / f"checkpoint-{step}", True))
 

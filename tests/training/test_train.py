@@ -205,6 +205,31 @@ def test_checkpoint_then_resume_follows_the_straight_run(model_copy: Path, data:
         _eval_loss(tmp_path / "a", make_rows(16)), rel=1e-4)
 
 
+def test_a_requested_stop_checkpoints_the_step_and_resumes_like_the_straight_run(
+        model_copy: Path, data: Path, tmp_path: Path) -> None:
+    base = dict(data=data, model=model_copy, lr=1e-3, batch_size=4, epochs=1, seed=5)
+    straight = train(TrainConfig(output_dir=tmp_path / "a", **base))
+    assert straight.steps == 4 and not straight.interrupted
+    asked: list[int] = []
+
+    def stop_at_2() -> bool:  # a Ctrl-C during step 2
+        asked.append(len(asked) + 1)
+        return len(asked) >= 2
+
+    # No save_every: a stop checkpoints anyway, or the finished steps would be lost.
+    stopped = train(TrainConfig(output_dir=tmp_path / "b", **base), should_stop=stop_at_2)
+    assert stopped.interrupted and stopped.steps == 2 and asked == [1, 2]
+    assert [p.name for p in stopped.checkpoints] == ["checkpoint-2"]
+    assert not (tmp_path / "b" / "train_summary.json").exists(), "no final model after a stop"
+    resumed = train(TrainConfig(output_dir=tmp_path / "b", resume=True, **base), should_stop=lambda: False)
+    assert not resumed.interrupted and resumed.steps == 4
+    assert [d["loss"] for d in resumed.losses] == pytest.approx(
+        [d["loss"] for d in straight.losses[2:]], rel=1e-4)
+    # Asked after the last step too late to matter: the run ends normally.
+    done = train(TrainConfig(output_dir=tmp_path / "c", max_steps=1, **base), should_stop=lambda: True)
+    assert done.steps == 1 and not done.interrupted and (tmp_path / "c" / "train_summary.json").is_file()
+
+
 def test_bad_training_input(model_copy: Path, tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(TrainingDataError, match="empty training set"):

@@ -70,3 +70,42 @@ def test_two_processes_follow_the_one_process_run(tiny_model_dir: Path, tmp_path
     state = torch.load(tmp_path / "two" / "checkpoint-2" / "trainer_state.pt", weights_only=False)
     assert state["processes"] == 2 and len(state["torch_rng_per_process"]) == 2
     assert sorted(p.name for p in (tmp_path / "two").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+_STOP_ON_ONE_PROCESS = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from training.train import TrainConfig, train
+
+rank, asked = int(os.environ["RANK"]), []
+
+def should_stop() -> bool:  # Ctrl-C reached only process 1, during step 2
+    asked.append(1)
+    return rank == 1 and len(asked) >= 2
+
+s = train(TrainConfig(data=Path(sys.argv[2]), model=Path(sys.argv[3]), output_dir=Path(sys.argv[4]),
+                      batch_size=4, epochs=2, device="cpu"), should_stop=should_stop)
+print(json.dumps({"rank": rank, "steps": s.steps, "interrupted": s.interrupted}))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_stop_asked_of_one_process_stops_every_process_at_the_same_step(tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    # Were the processes not to agree, process 1 would leave the loop and process 0 would wait in
+    # the next step's gradient all-reduce until the subprocess timeout.
+    data = write_training_rows(make_rows(16, seed=3), tmp_path / "rows.jsonl")
+    script = tmp_path / "stop.py"
+    script.write_text(_STOP_ON_ONE_PROCESS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+         str(script), str(REPO), str(data), str(tiny_model_dir), str(tmp_path / "out")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = sorted((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")),
+                  key=lambda d: d["rank"])
+    assert said == [{"rank": 0, "steps": 2, "interrupted": True}, {"rank": 1, "steps": 2, "interrupted": True}]
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-2"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import (
@@ -20,7 +20,21 @@ from rich.progress import (
 )
 
 
-class RunProgress:
+class _Live:
+    """A rich `Progress` shown while the `with` block runs."""
+
+    _progress: Progress
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+
+class RunProgress(_Live):
     def __init__(self, *, total: int, done: int, correct: int, enabled: bool, console: Console) -> None:
         self.total = total
         self.done = done
@@ -59,16 +73,8 @@ class RunProgress:
         rate = f"{self._new / elapsed:.2f}" if elapsed > 0 else "-"
         self._progress.update(self._task, completed=self.done, acc=self._acc(), rate=rate)
 
-    def __enter__(self) -> RunProgress:
-        self._progress.start()
-        return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._progress.stop()
-
-
-class TrainProgress:
+class TrainProgress(_Live):
     """Steps done of the run's last step, and the LM and value losses averaged over the recent
     steps: one step's losses swing with its batch (length-grouped batches of incorrect paths
     alone have no LM term), the mean of the last `window` shows the trend."""
@@ -100,11 +106,3 @@ class TrainProgress:
             self._progress.reset(self._task, **shown)
         else:
             self._progress.update(self._task, **shown)
-
-    def __enter__(self) -> TrainProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._progress.stop()

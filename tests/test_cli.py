@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,26 @@ def test_eval_killed_mid_run_resumes_with_nothing_lost(tiny_model_dir: Path, tmp
     assert again == {r["id"]: r["prediction"] for r in rows}
 
 
+def _stop_once(args: list[str], ready: Callable[[], bool], stop: signal.Signals, stderr_path: Path) -> str:
+    """Start `args`, send `stop` once `ready()`, expect exit 130; the process's stderr."""
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ready():
+            assert proc.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "not ready within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return stderr_path.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
                     "(run `make setup`); the end-to-end test needs the real sandbox")
@@ -232,24 +253,9 @@ def test_ctrl_c_stops_cleanly_with_every_finished_row_saved(tiny_model_dir: Path
             "--concurrency", "2", "--no-progress", "--output", str(out),
             "--set", "run.id_field=qid", "--set", "run.question_field=problem",
             "--set", "run.answer_field=gold", "--set", "strategy.max_tokens=96"]
-    stderr_path = tmp_path / "stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out.exists() and len(out.read_bytes().splitlines()) >= 3):
-            assert proc.poll() is None, stderr_path.read_text()
-            assert time.monotonic() < deadline, "no results within 240 s"
-            time.sleep(0.05)
-        proc.send_signal(stop)
-        assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert "interrupted" in stderr_path.read_text()
-    assert "Traceback" not in stderr_path.read_text()
+    err = _stop_once(args, lambda: out.exists() and len(out.read_bytes().splitlines()) >= 3, stop,
+                     tmp_path / "stderr")
+    assert "interrupted" in err and "Traceback" not in err
     data_bytes = out.read_bytes()
     assert data_bytes.endswith(b"\n"), "a clean stop leaves no torn line"
     rows = _rows(out)
@@ -270,23 +276,7 @@ def test_ctrl_c_in_training_checkpoints_the_step_and_resume_continues(tiny_model
     out = tmp_path / "out"
     args = ["train", "--data", str(rows), "--model", str(tiny_model_dir), "--output-dir", str(out),
             "--batch-size", "1", "--save-every", "5"]  # 400 steps; the first checkpoint says it runs
-    stderr_path = tmp_path / "stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out / "checkpoint-5").is_dir():
-            assert proc.poll() is None, stderr_path.read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.05)
-        proc.send_signal(stop)
-        assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    err = stderr_path.read_text()
+    err = _stop_once([*CLI, *args], (out / "checkpoint-5").is_dir, stop, tmp_path / "stderr")
     assert "Traceback" not in err and "stopping after this training step" in err, err
     said = re.search(r"interrupted at step (\d+): checkpoint saved in (\S+);", err)
     assert said, err

@@ -81,7 +81,6 @@ class TrainProgress(_Live):
 
     def __init__(self, *, enabled: bool, console: Console, window: int = 50) -> None:
         self._recent: deque[tuple[float, float]] = deque(maxlen=window)
-        self._first = True
         self._progress = Progress(
             TextColumn("[bold]training"),
             BarColumn(),
@@ -96,13 +95,13 @@ class TrainProgress(_Live):
         self._task = self._progress.add_task("train", total=None, lm="-", value="-")
 
     def update(self, step: int, last_step: int, losses: dict[str, float]) -> None:
+        first = not self._recent
         self._recent.append((losses["lm"], losses["value"]))
         lm, value = (sum(x) / len(self._recent) for x in zip(*self._recent))
         shown = {"total": last_step, "completed": step, "lm": f"{lm:.3f}", "value": f"{value:.3f}"}
-        if self._first:
+        if first:
             # A resumed run starts at its checkpoint's step: a reset keeps that jump out of the
             # speed estimate (and so out of the time remaining).
-            self._first = False
             self._progress.reset(self._task, **shown)
         else:
             self._progress.update(self._task, **shown)

@@ -18,9 +18,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from runtime.config import (EngineKind, EvalConfig, InferStrategy, SandboxBackend, compose_config,
                             preset_names)
@@ -197,9 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where code actions run (default: %(default)s)")
     rd.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of both searches (repeatable)")
-    rd.add_argument("--max-steps", type=int, help="training steps at most (default: all of 1 epoch)")
+    rd.add_argument("--targets", choices=("q", "outcome"), default="q",
+                    help="value targets of the training rows: q, each step's Q in the ground-truth "
+                         "trees (default); outcome, the graded answers of any preset's samples "
+                         "(e.g. --train-preset maj5), each step's the mean outcome below it")
+    rd.add_argument("--extra-data", type=Path, nargs="+", default=[], metavar="ROWS",
+                    help="more training rows (JSONL) trained alongside the round's own, e.g. "
+                         "correct solutions without value targets that keep the policy's layout")
+    rd.add_argument("--max-steps", type=int, help="training steps at most, each training (default: all)")
+    rd.add_argument("--epochs", type=int, help="passes over the training rows (default: 1)")
     rd.add_argument("--batch-size", type=int, help="training batch size (default: 8)")
     rd.add_argument("--lr", type=float, help="training learning rate (default: 4e-5, the paper's)")
+    rd.add_argument("--beta", type=float, help="value-loss weight (default 0.1; 0: the policy alone)")
+    rd.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="any other field of training.train.TrainConfig, as train --set (repeatable)")
+    rd.add_argument("--value-fit-epochs", type=int, default=0,
+                    help="then refit the value head alone on the frozen trunk (the policy unchanged) "
+                         "for this many epochs over the round's rows; the result is the round's "
+                         "model (default: 0, no fit)")
+    rd.add_argument("--value-fit-lr", type=float,
+                    help="the value fit's learning rate (default 1e-3; a linear head overshoots above)")
     rd.add_argument("--no-progress", action="store_true", help="no progress bars")
     rd.add_argument("--log-file", type=Path, help="JSON log file (default: in --run-dir)")
     rd.add_argument("-v", "--verbose", action="store_true", help="show info-level logs on the console")
@@ -423,32 +441,35 @@ def _train_with_progress(config: TrainConfig, *, progress: bool) -> TrainSummary
         return train(config, on_step=bar.update, should_stop=stop)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
+def _train_fields(items: Sequence[str], given: dict[str, Any], flag: str,
+                 reserved: dict[str, str]) -> dict[str, Any]:
+    """TrainConfig fields from `FIELD=VALUE` items, then the command's own flags that were given
+    (they win). `reserved`: fields the command sets itself → what to use instead."""
     from runtime.config import parse_value
-    from training.train import TrainConfig
 
-    extra: dict[str, object] = {}
-    for item in args.train_overrides:
+    fields: dict[str, Any] = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or "." in key:
-            raise ConfigError(f"train --set expects FIELD=VALUE (e.g. group_by_length=true), got {item!r}")
-        if key in ("data", "model", "output_dir", "resume"):  # their flags are required or explicit
-            raise ConfigError(f"train --set {key}: use --{key.replace('_', '-')} instead")
-        extra[key] = parse_value(raw)
+            raise ConfigError(f"{flag} expects FIELD=VALUE (e.g. group_by_length=true), got {item!r}")
+        if key in reserved:
+            raise ConfigError(f"{flag} {key}: {reserved[key]}")
+        fields[key] = parse_value(raw)
+    return {**fields, **{k: v for k, v in given.items() if v is not None}}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import checked_train_config
+
     given = {"beta": args.beta, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
              "max_len": args.max_len, "max_steps": args.max_steps, "save_every": args.save_every,
              "seed": args.seed, "device": args.device, "grad_accum": args.grad_accum,
              "value_head_lr": args.value_head_lr, "value_dropout": args.value_dropout}
-    try:
-        config = TrainConfig(data=args.data, model=args.model, output_dir=args.output_dir,
-                             resume=args.resume,
-                             **{**extra, **{k: v for k, v in given.items() if v is not None}})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    reserved = {k: f"use --{k.replace('_', '-')} instead" for k in ("data", "model", "output_dir", "resume")}
+    config = checked_train_config(data=args.data, model=args.model, output_dir=args.output_dir,
+                                  resume=args.resume,
+                                  **_train_fields(args.train_overrides, given, "train --set", reserved))
     summary = _train_with_progress(config, progress=not args.no_progress)
     if summary.interrupted:
         if summary.main_process:
@@ -486,11 +507,17 @@ def cmd_round(args: argparse.Namespace) -> int:
             asyncio.run(evaluate(config, make_strategy(config.strategy), on_row=progress.update,
                                   plan=plan))
 
-    extra = {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr}
+    given = {"max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
+             "lr": args.lr, "beta": args.beta}
+    fields = _train_fields(args.train_overrides, given, "round --train-set", {
+        "data": "the round's rows, and --extra-data", "model": "use --model instead",
+        "output_dir": "in --run-dir", "resume": "a round always resumes"})
     plan = RoundPlan(model=args.model, run_dir=args.run_dir, train_dataset=args.dataset,
                      eval_dataset=args.eval_dataset, train_preset=args.train_preset,
                      eval_preset=args.eval_preset, overrides=tuple(args.overrides), sandbox=args.sandbox,
-                     train_kwargs=tuple((k, v) for k, v in extra.items() if v is not None))
+                     targets=args.targets, extra_data=tuple(args.extra_data),
+                     train_kwargs=tuple(fields.items()), value_fit_epochs=args.value_fit_epochs,
+                     **({"value_fit_lr": args.value_fit_lr} if args.value_fit_lr is not None else {}))
 
     def run_training(config: TrainConfig) -> TrainSummary:
         trained = _train_with_progress(config, progress=not args.no_progress)
@@ -503,8 +530,14 @@ def cmd_round(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: re-run the same command to continue in {args.run_dir}")
         return EXIT_INTERRUPTED
+    def loss(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    fit = (f"; value head refitted in {summary.value_fit_steps} steps (final loss "
+           f"{loss(summary.value_fit_loss)})" if summary.value_fit_steps else "")
     console.print(f"training data: {summary.positives} correct + {summary.negatives} incorrect paths; "
-                  f"trained {summary.train_steps} steps (final loss {summary.final_loss}) → {summary.model}")
+                  f"trained {summary.train_steps} steps (final loss {loss(summary.final_loss)}){fit} "
+                  f"→ {summary.model}")
     Console(emoji=False).print(render_score(summary.eval))
     return 0
 

@@ -43,6 +43,11 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["score", "/no/such/results.jsonl"], "no such results file"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--device", "gpu"], "train device"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "no_such=1"], "train no_such"),
+    (["round", "--model", "m", "--run-dir", "/nonexistent/run", "--train-set", "value_positions=x"],
+     "train value_positions"),
+    (["round", "--model", "m", "--run-dir", "/nonexistent/run", "--train-set", "data=x.jsonl"],
+     "round --train-set data: the round's rows, and --extra-data"),
+    (["round", "--model", "m", "--run-dir", "/nonexistent/run", "--value-fit-epochs", "-1"], "value_fit_epochs"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "freeze_trunk"], "FIELD=VALUE"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "output_dir=x"], "--output-dir"),
 ])

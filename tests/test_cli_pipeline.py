@@ -128,6 +128,33 @@ def test_round_command_keeps_every_artifact_and_resumes(tiny_model_dir: Path, tm
     assert (run / "eval.jsonl").read_bytes() == before
 
 
+def test_round_with_sampled_outcomes_anchor_rows_and_a_value_fit(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The recipe the mini AlphaMath's findings suggest, through `round`'s flags: sample (maj5),
+    grade the samples (outcome targets), train the policy alone (β 0) with LM-only anchor rows,
+    then refit the value head on the frozen trunk; the refitted model is the one evaluated."""
+    from safetensors.torch import load_file
+
+    from training.mini import write_sft_rows
+
+    anchors = write_sft_rows(tmp_path / "anchors.jsonl", n=4, seed=0, q=None)
+    run = tmp_path / "round"
+    proc = run_cli("round", "--model", str(tiny_model_dir), "--run-dir", str(run), "--dataset",
+                   "synth-arith:train:2:1", "--eval-dataset", "synth-arith:test:2", "--sandbox", "bwrap",
+                   "--train-preset", "maj5", "--targets", "outcome", "--extra-data", str(anchors),
+                   "--beta", "0", "--set", "strategy.max_tokens=96", "--max-steps", "2",
+                   "--batch-size", "2", "--value-fit-epochs", "1", "--no-progress", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "value head refitted in" in proc.stderr
+    rows = _rows(run / "train_rows.jsonl")
+    assert rows and all(r["steps"][-1]["q"] == (1.0 if r["correct"] else -1.0) for r in rows)
+    summary = json.loads((run / "round.json").read_text())["summary"]
+    assert summary["model"] == str(run / "value_fit") and summary["value_fit_steps"] >= 1
+    joint, fitted = load_file(run / "model" / "model.safetensors"), load_file(run / "value_fit" / "model.safetensors")
+    assert joint.keys() == fitted.keys() and all((joint[k] == fitted[k]).all() for k in joint)  # policy as trained
+    heads = [load_file(run / d / "value_head.safetensors") for d in ("model", "value_fit")]
+    assert any((heads[0][k] != heads[1][k]).any() for k in heads[0])  # the head refitted
+
+
 def test_eval_on_vllm_with_beam_search(tiny_model_dir: Path, tmp_path: Path) -> None:
     import importlib.util
 

@@ -5,8 +5,14 @@ directory:
     RUN/trees.jsonl       ground-truth MCTS results (resumable like any `eval` output)
     RUN/train_rows.jsonl  sampled paths with per-step Q targets
     RUN/model/            the trained model (+ value_head.safetensors, checkpoints)
-    RUN/eval.jsonl        the trained model on the evaluation set
+    RUN/value_fit/        with a value fit: the value head alone refitted on RUN/model's frozen
+                          trunk (the policy unchanged) — then the round's model
+    RUN/eval.jsonl        the round's model on the evaluation set
     RUN/round.json        what ran, and the numbers
+
+The recipe is the plan's: value targets from the trees' Q (`targets="q"`, the paper's) or from
+the graded outcomes of any search's samples (`"outcome"`, e.g. a sampling preset), extra rows
+trained alongside (e.g. LM-only anchors, rows without targets), any training field.
 
 Every step can be re-run: the two evaluations resume, export is cheap, training resumes from
 its last checkpoint. Orchestration only; each step is the same code as its own CLI command.
@@ -22,8 +28,13 @@ from typing import Any
 
 from evals.report import Score, score_results
 from runtime.config import EvalConfig, compose_config
-from training.data import export_training
-from training.train import TrainConfig, TrainSummary, train
+from training.data import Targets, export_training
+from training.errors import TrainingError
+from training.train import TrainConfig, TrainSummary, checked_train_config, train
+
+# A value fit steps the head alone, whose weights Adam moves together: much above 1e-3 a linear
+# head overshoots (measured on the mini AlphaMath's rounds).
+VALUE_FIT_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,11 @@ class RoundPlan:
     eval_preset: str = "greedy"
     overrides: tuple[str, ...] = ()  # `section.key=value`, applied to both searches
     sandbox: str = "auto"
+    targets: Targets = "q"
+    extra_data: tuple[Path, ...] = ()  # rows trained alongside the round's own
     train_kwargs: tuple[tuple[str, Any], ...] = ()  # extra TrainConfig fields
+    value_fit_epochs: int = 0  # > 0: then fit the value head alone for this many epochs
+    value_fit_lr: float = VALUE_FIT_LR
 
 
 @dataclass(frozen=True)
@@ -45,9 +60,11 @@ class RoundSummary:
     rows: Path
     positives: int
     negatives: int
-    model: Path
+    model: Path  # the round's model: RUN/value_fit with a value fit, else RUN/model
     train_steps: int
     final_loss: float | None
+    value_fit_steps: int
+    value_fit_loss: float | None
     eval: Score
 
 
@@ -57,25 +74,51 @@ def _search_config(preset: str, *, model: str, dataset: str, output: Path, sandb
                           run={"dataset": dataset, "output": str(output)}, overrides=overrides)
 
 
+def _train_configs(plan: RoundPlan, rows: Path) -> tuple[TrainConfig, TrainConfig | None]:
+    """The joint training's config and the value fit's (None without one)."""
+    run, fields = plan.run_dir, dict(plan.train_kwargs)
+    joint = checked_train_config(**{**fields, "data": (rows, *plan.extra_data), "model": Path(plan.model),
+                                    "output_dir": run / "model", "resume": True})
+    if plan.value_fit_epochs < 0:
+        raise TrainingError(f"round value_fit_epochs: must be >= 0 (0: no value fit), got {plan.value_fit_epochs}")
+    if plan.value_fit_epochs == 0:
+        return joint, None
+    # The round's own rows only (extra rows carry no value target); the joint training's
+    # batching and length cutoff; the head's own rate is the fit's rate.
+    fit = checked_train_config(**{**fields, "data": (rows,), "model": joint.output_dir,
+                                  "output_dir": run / "value_fit", "resume": True, "freeze_trunk": True,
+                                  "epochs": plan.value_fit_epochs, "lr": plan.value_fit_lr,
+                                  "value_head_lr": None})
+    return joint, fit
+
+
 def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None],
               train_model: Callable[[TrainConfig], TrainSummary] = train) -> RoundSummary:
-    """Run the four steps. `evaluate(config)` runs one search to completion (the CLI passes its
+    """Run the steps. `evaluate(config)` runs one search to completion (the CLI passes its
     own, with a progress bar); it must resume from `config.run.output`. `train_model(config)` is
     `train` (the CLI's adds a progress bar and the stop-after-this-step Ctrl-C)."""
     run = plan.run_dir
+    trees, rows, evals = run / "trees.jsonl", run / "train_rows.jsonl", run / "eval.jsonl"
+    # Every config first: a typo in the last step's settings must not cost the first steps' hour.
+    joint_config, fit_config = _train_configs(plan, rows)
+    model_dir = (fit_config or joint_config).output_dir
+    search = _search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
+                            output=trees, sandbox=plan.sandbox, overrides=plan.overrides)
+    final_eval = _search_config(plan.eval_preset, model=str(model_dir), dataset=plan.eval_dataset,
+                                output=evals, sandbox=plan.sandbox, overrides=plan.overrides)
     run.mkdir(parents=True, exist_ok=True)
-    trees, rows, model_dir, evals = run / "trees.jsonl", run / "train_rows.jsonl", run / "model", run / "eval.jsonl"
 
-    evaluate(_search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
-                            output=trees, sandbox=plan.sandbox, overrides=plan.overrides))
-    exported = export_training(trees, rows)
-    trained = train_model(TrainConfig(data=rows, model=Path(plan.model), output_dir=model_dir,
-                                      resume=True, **dict(plan.train_kwargs)))
-    evaluate(_search_config(plan.eval_preset, model=str(model_dir), dataset=plan.eval_dataset,
-                            output=evals, sandbox=plan.sandbox, overrides=plan.overrides))
+    evaluate(search)
+    exported = export_training(trees, rows, targets=plan.targets)
+    trained = train_model(joint_config)
+    fitted = train_model(fit_config) if fit_config is not None else None
+    evaluate(final_eval)
     summary = RoundSummary(trees=trees, rows=rows, positives=exported.positives,
                            negatives=exported.negatives, model=model_dir, train_steps=trained.steps,
-                           final_loss=trained.final_loss, eval=score_results(evals))
+                           final_loss=trained.final_loss,
+                           value_fit_steps=fitted.steps if fitted else 0,
+                           value_fit_loss=fitted.final_loss if fitted else None,
+                           eval=score_results(evals))
     (run / "round.json").write_text(json.dumps(
         {"plan": asdict(plan), "summary": asdict(summary)}, indent=2, default=str))
     return summary

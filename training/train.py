@@ -69,7 +69,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runtime.engines.model_dir import missing_local_model
 from runtime.engines.value_head import init_value_head, load_value_head, save_value_head
@@ -77,7 +77,8 @@ from training.data import TrainingRow, read_training_rows
 from training.errors import CheckpointError, TrainingDataError, TrainingError
 from training.value_head import DEFAULT_INITIALIZER_RANGE, mark_value_model, text_config_of
 
-__all__ = ["Batch", "Encoded", "TrainConfig", "TrainSummary", "batch_loss", "collate", "encode_row", "train"]
+__all__ = ["Batch", "Encoded", "TrainConfig", "TrainSummary", "batch_loss", "checked_train_config", "collate",
+           "encode_row", "train"]
 
 IGNORE = -100
 STATE_FILE = "trainer_state.pt"
@@ -130,6 +131,16 @@ class TrainConfig(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return (value,) if isinstance(value, (str, Path)) else value
+
+
+def checked_train_config(**fields: Any) -> TrainConfig:
+    """A TrainConfig from fields a user gave: an invalid one is one line naming the field
+    (TrainingError), not pydantic's multi-line report."""
+    try:
+        return TrainConfig(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise TrainingError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 @dataclass

@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where code actions run (default: %(default)s)")
     rd.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of both searches (repeatable)")
+    rd.add_argument("--set-train", dest="train_search_overrides", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE",
+                    help="override a field of the tree-building search only, e.g. "
+                         "strategy.temperature=0.8 (repeatable)")
+    rd.add_argument("--set-eval", dest="eval_search_overrides", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE", help="override a field of the evaluation only (repeatable)")
     rd.add_argument("--targets", choices=("q", "outcome"), default="q",
                     help="value targets of the training rows: q, each step's Q in the ground-truth "
                          "trees (default); outcome, the graded answers of any preset's samples "
@@ -514,7 +520,9 @@ def cmd_round(args: argparse.Namespace) -> int:
         "output_dir": "in --run-dir", "resume": "a round always resumes"})
     plan = RoundPlan(model=args.model, run_dir=args.run_dir, train_dataset=args.dataset,
                      eval_dataset=args.eval_dataset, train_preset=args.train_preset,
-                     eval_preset=args.eval_preset, overrides=tuple(args.overrides), sandbox=args.sandbox,
+                     eval_preset=args.eval_preset, overrides=tuple(args.overrides),
+                     train_overrides=tuple(args.train_search_overrides),
+                     eval_overrides=tuple(args.eval_search_overrides), sandbox=args.sandbox,
                      targets=args.targets, extra_data=tuple(args.extra_data),
                      train_kwargs=tuple(fields.items()), value_fit_epochs=args.value_fit_epochs,
                      **({"value_fit_lr": args.value_fit_lr} if args.value_fit_lr is not None else {}))

@@ -46,6 +46,8 @@ class RoundPlan:
     train_preset: str = "mcts_train_round2"
     eval_preset: str = "greedy"
     overrides: tuple[str, ...] = ()  # `section.key=value`, applied to both searches
+    train_overrides: tuple[str, ...] = ()  # ... to the tree-building search only (after `overrides`)
+    eval_overrides: tuple[str, ...] = ()  # ... to the evaluation only
     sandbox: str = "auto"
     targets: Targets = "q"
     extra_data: tuple[Path, ...] = ()  # rows trained alongside the round's own
@@ -103,9 +105,11 @@ def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None],
     joint_config, fit_config = _train_configs(plan, rows)
     model_dir = (fit_config or joint_config).output_dir
     search = _search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
-                            output=trees, sandbox=plan.sandbox, overrides=plan.overrides)
+                            output=trees, sandbox=plan.sandbox,
+                            overrides=(*plan.overrides, *plan.train_overrides))
     final_eval = _search_config(plan.eval_preset, model=str(model_dir), dataset=plan.eval_dataset,
-                                output=evals, sandbox=plan.sandbox, overrides=plan.overrides)
+                                output=evals, sandbox=plan.sandbox,
+                                overrides=(*plan.overrides, *plan.eval_overrides))
     run.mkdir(parents=True, exist_ok=True)
 
     evaluate(search)

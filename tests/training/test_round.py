@@ -85,8 +85,14 @@ def test_the_round_evaluates_the_value_fit_and_reports_both_trainings(tmp_path: 
         return TrainSummary(output_dir=config.output_dir, steps=len(trained) * 10,
                             losses=[{"loss": 0.5}])
 
-    plan = RoundPlan(model="m", run_dir=tmp_path / "run", value_fit_epochs=1)
+    plan = RoundPlan(model="m", run_dir=tmp_path / "run", value_fit_epochs=1,
+                     overrides=("strategy.max_tokens=64",), train_overrides=("strategy.temperature=0.8",),
+                     eval_overrides=("strategy.max_depth=5",))
     summary = run_round(plan, evaluate, train_model)
+    trees, final = searched
+    assert trees.strategy.max_tokens == final.strategy.max_tokens == 64
+    assert trees.strategy.temperature == 0.8 and final.strategy.temperature == 0.0  # greedy's own
+    assert final.strategy.max_depth == 5 != trees.strategy.max_depth
     assert [c.freeze_trunk for c in trained] == [False, True]
     assert searched[-1].engine.model == str(tmp_path / "run" / "value_fit") == str(summary.model)
     assert (summary.train_steps, summary.value_fit_steps, summary.positives) == (10, 20, 1)

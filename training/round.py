@@ -29,7 +29,7 @@ from typing import Any
 from evals.report import Score, score_results
 from runtime.config import EvalConfig, compose_config
 from training.data import Targets, export_training
-from training.errors import TrainingError
+from training.errors import TrainingDataError, TrainingError
 from training.train import TrainConfig, TrainSummary, checked_train_config, train
 
 # A value fit steps the head alone, whose weights Adam moves together: much above 1e-3 a linear
@@ -79,6 +79,9 @@ def _search_config(preset: str, *, model: str, dataset: str, output: Path, sandb
 def _train_configs(plan: RoundPlan, rows: Path) -> tuple[TrainConfig, TrainConfig | None]:
     """The joint training's config and the value fit's (None without one)."""
     run, fields = plan.run_dir, dict(plan.train_kwargs)
+    for extra in plan.extra_data:
+        if not extra.is_file():
+            raise TrainingDataError(f"no training rows at {extra} (--extra-data)")
     joint = checked_train_config(**{**fields, "data": (rows, *plan.extra_data), "model": Path(plan.model),
                                     "output_dir": run / "model", "resume": True})
     if plan.value_fit_epochs < 0:

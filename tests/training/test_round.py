@@ -29,6 +29,7 @@ def _ground_truth_result() -> dict:
 
 def test_a_plan_without_a_value_fit_trains_once_on_its_rows_and_the_extra_rows(tmp_path: Path) -> None:
     extra = tmp_path / "anchors.jsonl"
+    extra.write_text("")
     plan = RoundPlan(model="m", run_dir=tmp_path / "run", extra_data=(extra,),
                      train_kwargs=(("beta", 0.0), ("epochs", 2)))
     joint, fit = _train_configs(plan, tmp_path / "run" / "train_rows.jsonl")
@@ -40,6 +41,7 @@ def test_a_plan_without_a_value_fit_trains_once_on_its_rows_and_the_extra_rows(t
 
 def test_a_value_fit_refits_the_head_on_the_trained_trunk_with_its_own_rate(tmp_path: Path) -> None:
     rows = tmp_path / "run" / "train_rows.jsonl"
+    (tmp_path / "anchors.jsonl").write_text("")
     plan = RoundPlan(model="m", run_dir=tmp_path / "run", extra_data=(tmp_path / "anchors.jsonl",),
                      train_kwargs=(("batch_size", 32), ("value_head_lr", 5e-3), ("lr", 2e-4)),
                      value_fit_epochs=3)
@@ -55,6 +57,7 @@ def test_a_value_fit_refits_the_head_on_the_trained_trunk_with_its_own_rate(tmp_
     ({"train_kwargs": (("value_positions", "nowhere"),)}, TrainingError, "train value_positions"),
     ({"value_fit_epochs": -1}, TrainingError, "value_fit_epochs"),
     ({"eval_preset": "no-such-preset"}, ConfigError, "no-such-preset"),
+    ({"extra_data": (Path("/no/such/rows.jsonl"),)}, TrainingError, "/no/such/rows.jsonl"),
 ])
 def test_a_bad_setting_of_any_step_fails_before_any_search_runs(
         mistake: dict, error: type[Exception], match: str, tmp_path: Path) -> None:

@@ -43,22 +43,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_engine_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=get_args(EngineKind),
+                   help="inference engine: hf = transformers in this process (default); vllm = "
+                        "vLLM AsyncLLM in this process; openai = OpenAI-compatible servers given by "
+                        "--set engine.base_urls=[URL,...]")
+
+
+def _add_sandbox_reuse_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sandbox-reuse", action="store_true", default=None,
+                   help="reuse each warm sandbox process across code runs (state reset in between): "
+                        "10-40x faster, weaker isolation between runs (= --set sandbox.reuse_process=true)")
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="greedy", metavar="PRESET",
                    help=f"a preset in configs/ ({', '.join(preset_names())}) or a path to a .yaml "
                         "file (default: greedy)")
     p.add_argument("--model", help="local model directory or hub id, e.g. "
                                    "MARIO-Math-Reasoning/AlphaMath-7B")
-    p.add_argument("--engine", choices=get_args(EngineKind),
-                   help="inference engine: hf = transformers in this process (default); vllm = "
-                        "vLLM AsyncLLM in this process; openai = OpenAI-compatible servers given by "
-                        "--set engine.base_urls=[URL,...]")
+    _add_engine_flag(p)
     p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
     p.add_argument("--sandbox", choices=get_args(SandboxBackend),
                    help="where code actions run (default: auto)")
-    p.add_argument("--sandbox-reuse", action="store_true", default=None,
-                   help="reuse each warm sandbox process across code runs (state reset in between): "
-                        "10-40x faster, weaker isolation between runs (= --set sandbox.reuse_process=true)")
+    _add_sandbox_reuse_flag(p)
     p.add_argument("--sandbox-pool", type=int, metavar="N",
                    help="warm sandboxes in the pool (docker; bwrap with reuse); default 2 x CPUs")
     p.add_argument("--sandbox-max-uses", type=int, metavar="N",
@@ -196,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the search the trained model is scored with (default: %(default)s)")
     rd.add_argument("--sandbox", choices=get_args(SandboxBackend), default="auto",
                     help="where code actions run (default: %(default)s)")
+    _add_engine_flag(rd)
+    _add_sandbox_reuse_flag(rd)
     rd.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of both searches (repeatable)")
     rd.add_argument("--set-train", dest="train_search_overrides", action="append", default=[],
@@ -518,9 +528,12 @@ def cmd_round(args: argparse.Namespace) -> int:
     fields = _train_fields(args.train_overrides, given, "round --train-set", {
         "data": "the round's rows, and --extra-data", "model": "use --model instead",
         "output_dir": "in --run-dir", "resume": "a round always resumes"})
+    # The two flags are shorthands for overrides of both searches; an explicit --set wins.
+    flagged = ([f"engine.kind={args.engine}"] if args.engine else []) + \
+        (["sandbox.reuse_process=true"] if args.sandbox_reuse else [])
     plan = RoundPlan(model=args.model, run_dir=args.run_dir, train_dataset=args.dataset,
                      eval_dataset=args.eval_dataset, train_preset=args.train_preset,
-                     eval_preset=args.eval_preset, overrides=tuple(args.overrides),
+                     eval_preset=args.eval_preset, overrides=(*flagged, *args.overrides),
                      train_overrides=tuple(args.train_search_overrides),
                      eval_overrides=tuple(args.eval_search_overrides), sandbox=args.sandbox,
                      targets=args.targets, extra_data=tuple(args.extra_data),

@@ -142,13 +142,16 @@ def test_round_with_sampled_outcomes_anchor_rows_and_a_value_fit(tiny_model_dir:
                    "synth-arith:train:2:1", "--eval-dataset", "synth-arith:test:2", "--sandbox", "bwrap",
                    "--train-preset", "maj5", "--targets", "outcome", "--extra-data", str(anchors),
                    "--beta", "0", "--set", "strategy.max_tokens=96", "--max-steps", "2",
-                   "--batch-size", "2", "--value-fit-epochs", "1", "--no-progress", timeout=600)
+                   "--batch-size", "2", "--value-fit-epochs", "1", "--sandbox-reuse", "--no-progress",
+                   timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "value head refitted in" in proc.stderr
     rows = _rows(run / "train_rows.jsonl")
     assert rows and all(r["steps"][-1]["q"] == (1.0 if r["correct"] else -1.0) for r in rows)
-    summary = json.loads((run / "round.json").read_text())["summary"]
+    done = json.loads((run / "round.json").read_text())
+    summary = done["summary"]
     assert summary["model"] == str(run / "value_fit") and summary["value_fit_steps"] >= 1
+    assert "sandbox.reuse_process=true" in done["plan"]["overrides"]
     joint, fitted = load_file(run / "model" / "model.safetensors"), load_file(run / "value_fit" / "model.safetensors")
     assert joint.keys() == fitted.keys() and all((joint[k] == fitted[k]).all() for k in joint)  # policy as trained
     heads = [load_file(run / d / "value_head.safetensors") for d in ("model", "value_fit")]

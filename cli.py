@@ -508,9 +508,8 @@ def cmd_round(args: argparse.Namespace) -> int:
     from runtime.evaluate import evaluate, plan_run
     from runtime.progress import RunProgress
     from strategies import make_strategy
-    from training.round import RoundPlan, run_round
+    from training.round import RoundPlan, plan_round, run_round
 
-    _setup_logging(args, args.run_dir)
     console = Console(stderr=True, emoji=False)
 
     def run_search(config: EvalConfig) -> None:
@@ -539,6 +538,8 @@ def cmd_round(args: argparse.Namespace) -> int:
                      targets=args.targets, extra_data=tuple(args.extra_data),
                      train_kwargs=tuple(fields.items()), value_fit_epochs=args.value_fit_epochs,
                      **({"value_fit_lr": args.value_fit_lr} if args.value_fit_lr is not None else {}))
+    plan_round(plan)  # every step's settings checked before the run directory is made
+    _setup_logging(args, args.run_dir)
 
     def run_training(config: TrainConfig) -> TrainSummary:
         trained = _train_with_progress(config, progress=not args.no_progress)

@@ -43,18 +43,20 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["score", "/no/such/results.jsonl"], "no such results file"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--device", "gpu"], "train device"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "no_such=1"], "train no_such"),
-    (["round", "--model", "m", "--run-dir", "/nonexistent/run", "--train-set", "value_positions=x"],
-     "train value_positions"),
-    (["round", "--model", "m", "--run-dir", "/nonexistent/run", "--train-set", "data=x.jsonl"],
-     "round --train-set data: the round's rows, and --extra-data"),
-    (["round", "--model", "m", "--run-dir", "/nonexistent/run", "--value-fit-epochs", "-1"], "value_fit_epochs"),
+    (["round", "--model", "m", "--train-set", "value_positions=x"], "train value_positions"),
+    (["round", "--model", "m", "--train-set", "data=x.jsonl"], "round --train-set data: the round's rows, and --extra-data"),
+    (["round", "--model", "m", "--value-fit-epochs", "-1"], "value_fit_epochs"),
+    (["round", "--model", "m", "--eval-preset", "no-such-preset"], "no-such-preset"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "freeze_trunk"], "FIELD=VALUE"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "output_dir=x"], "--output-dir"),
 ])
 def test_user_mistakes_are_one_clear_line(args: list[str], fragment: str, tmp_path: Path) -> None:
     if args[0] == "eval" and "--output" not in args:
         args = [*args, "--output", str(tmp_path / "r.jsonl")]
+    if args[0] == "round":
+        args = [*args, "--run-dir", str(tmp_path / "run")]
     _assert_one_line_error(run_cli(*args), fragment)
+    assert not (tmp_path / "run").exists()  # a round's mistake leaves no run directory behind
 
 
 def test_missing_model_is_one_clear_line(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from training.train import TrainConfig, TrainSummary, checked_train_config, trai
 # A value fit steps the head alone, whose weights Adam moves together: much above 1e-3 a linear
 # head overshoots (measured on the mini AlphaMath's rounds).
 VALUE_FIT_LR = 1e-3
+TREES, ROWS, EVAL = "trees.jsonl", "train_rows.jsonl", "eval.jsonl"  # in the run directory
 
 
 @dataclass(frozen=True)
@@ -97,35 +98,51 @@ def _train_configs(plan: RoundPlan, rows: Path) -> tuple[TrainConfig, TrainConfi
     return joint, fit
 
 
+@dataclass(frozen=True)
+class RoundConfigs:
+    """Every step's settings, checked."""
+
+    search: EvalConfig  # the tree-building search
+    joint: TrainConfig
+    fit: TrainConfig | None  # the value fit, if any
+    evaluation: EvalConfig  # of the round's model
+
+
+def plan_round(plan: RoundPlan) -> RoundConfigs:
+    """Every step's settings, built and checked without I/O: run first, so that a typo in the
+    last step's settings costs a second, not the first steps' hour."""
+    run = plan.run_dir
+    joint, fit = _train_configs(plan, run / ROWS)
+    search = _search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
+                            output=run / TREES, sandbox=plan.sandbox,
+                            overrides=(*plan.overrides, *plan.train_overrides))
+    evaluation = _search_config(plan.eval_preset, model=str((fit or joint).output_dir),
+                                dataset=plan.eval_dataset, output=run / EVAL, sandbox=plan.sandbox,
+                                overrides=(*plan.overrides, *plan.eval_overrides))
+    return RoundConfigs(search=search, joint=joint, fit=fit, evaluation=evaluation)
+
+
 def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None],
               train_model: Callable[[TrainConfig], TrainSummary] = train) -> RoundSummary:
     """Run the steps. `evaluate(config)` runs one search to completion (the CLI passes its
     own, with a progress bar); it must resume from `config.run.output`. `train_model(config)` is
     `train` (the CLI's adds a progress bar and the stop-after-this-step Ctrl-C)."""
     run = plan.run_dir
-    trees, rows, evals = run / "trees.jsonl", run / "train_rows.jsonl", run / "eval.jsonl"
-    # Every config first: a typo in the last step's settings must not cost the first steps' hour.
-    joint_config, fit_config = _train_configs(plan, rows)
-    model_dir = (fit_config or joint_config).output_dir
-    search = _search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
-                            output=trees, sandbox=plan.sandbox,
-                            overrides=(*plan.overrides, *plan.train_overrides))
-    final_eval = _search_config(plan.eval_preset, model=str(model_dir), dataset=plan.eval_dataset,
-                                output=evals, sandbox=plan.sandbox,
-                                overrides=(*plan.overrides, *plan.eval_overrides))
+    configs = plan_round(plan)
     run.mkdir(parents=True, exist_ok=True)
 
-    evaluate(search)
-    exported = export_training(trees, rows, targets=plan.targets)
-    trained = train_model(joint_config)
-    fitted = train_model(fit_config) if fit_config is not None else None
-    evaluate(final_eval)
-    summary = RoundSummary(trees=trees, rows=rows, positives=exported.positives,
-                           negatives=exported.negatives, model=model_dir, train_steps=trained.steps,
+    evaluate(configs.search)
+    exported = export_training(run / TREES, run / ROWS, targets=plan.targets)
+    trained = train_model(configs.joint)
+    fitted = train_model(configs.fit) if configs.fit is not None else None
+    evaluate(configs.evaluation)
+    summary = RoundSummary(trees=run / TREES, rows=run / ROWS, positives=exported.positives,
+                           negatives=exported.negatives, model=(configs.fit or configs.joint).output_dir,
+                           train_steps=trained.steps,
                            final_loss=trained.final_loss,
                            value_fit_steps=fitted.steps if fitted else 0,
                            value_fit_loss=fitted.final_loss if fitted else None,
-                           eval=score_results(evals))
+                           eval=score_results(run / EVAL))
     (run / "round.json").write_text(json.dumps(
         {"plan": asdict(plan), "summary": asdict(summary)}, indent=2, default=str))
     return summary

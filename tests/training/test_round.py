@@ -13,7 +13,7 @@ from runtime.config import EvalConfig
 from runtime.errors import ConfigError
 from runtime.tree import Tree
 from training.errors import TrainingError
-from training.round import VALUE_FIT_LR, RoundPlan, _train_configs, run_round
+from training.round import VALUE_FIT_LR, RoundPlan, plan_round, run_round
 from training.train import TrainConfig, TrainSummary
 
 from .test_data import answer, code, result_row
@@ -32,23 +32,24 @@ def test_a_plan_without_a_value_fit_trains_once_on_its_rows_and_the_extra_rows(t
     extra.write_text("")
     plan = RoundPlan(model="m", run_dir=tmp_path / "run", extra_data=(extra,),
                      train_kwargs=(("beta", 0.0), ("epochs", 2)))
-    joint, fit = _train_configs(plan, tmp_path / "run" / "train_rows.jsonl")
-    assert fit is None
+    configs = plan_round(plan)
+    joint = configs.joint
+    assert configs.fit is None
     assert joint.data == (tmp_path / "run" / "train_rows.jsonl", extra)
     assert (joint.beta, joint.epochs, joint.resume, joint.freeze_trunk) == (0.0, 2, True, False)
     assert joint.output_dir == tmp_path / "run" / "model"
 
 
 def test_a_value_fit_refits_the_head_on_the_trained_trunk_with_its_own_rate(tmp_path: Path) -> None:
-    rows = tmp_path / "run" / "train_rows.jsonl"
     (tmp_path / "anchors.jsonl").write_text("")
     plan = RoundPlan(model="m", run_dir=tmp_path / "run", extra_data=(tmp_path / "anchors.jsonl",),
                      train_kwargs=(("batch_size", 32), ("value_head_lr", 5e-3), ("lr", 2e-4)),
                      value_fit_epochs=3)
-    joint, fit = _train_configs(plan, rows)
-    assert fit is not None
+    configs = plan_round(plan)
+    joint, fit = configs.joint, configs.fit
+    assert fit is not None and configs.evaluation.engine.model == str(fit.output_dir)
     assert fit.model == joint.output_dir and fit.output_dir == tmp_path / "run" / "value_fit"
-    assert fit.data == (rows,)  # the extra rows carry no value targets
+    assert fit.data == (tmp_path / "run" / "train_rows.jsonl",)  # the extra rows carry no value targets
     assert fit.freeze_trunk and fit.epochs == 3 and fit.lr == VALUE_FIT_LR and fit.value_head_lr is None
     assert fit.batch_size == joint.batch_size == 32  # the joint training's batching
 

@@ -30,6 +30,7 @@ from runtime.errors import AlphaMathError, ConfigError, user_errors
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from training.data import ExportSummary
     from training.train import TrainConfig, TrainSummary
 
 EXIT_USAGE = 2
@@ -547,18 +548,22 @@ def cmd_round(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         return trained
 
+    def exported(rows: ExportSummary) -> None:
+        console.print(f"training data: {rows.positives} correct + {rows.negatives} incorrect paths of "
+                      f"{rows.questions} questions → {escape(str(rows.out))}")
+
     try:
-        summary = run_round(plan, run_search, run_training)
+        summary = run_round(plan, run_search, run_training, exported)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: re-run the same command to continue in {args.run_dir}")
         return EXIT_INTERRUPTED
+
     def loss(value: float | None) -> str:
         return "–" if value is None else f"{value:.4f}"
 
     fit = (f"; value head refitted in {summary.value_fit_steps} steps (final loss "
            f"{loss(summary.value_fit_loss)})" if summary.value_fit_steps else "")
-    console.print(f"training data: {summary.positives} correct + {summary.negatives} incorrect paths; "
-                  f"trained {summary.train_steps} steps (final loss {loss(summary.final_loss)}){fit} "
+    console.print(f"trained {summary.train_steps} steps (final loss {loss(summary.final_loss)}){fit} "
                   f"→ {summary.model}")
     Console(emoji=False).print(render_score(summary.eval))
     return 0

@@ -145,7 +145,7 @@ def test_round_with_sampled_outcomes_anchor_rows_and_a_value_fit(tiny_model_dir:
                    "--batch-size", "2", "--value-fit-epochs", "1", "--sandbox-reuse", "--no-progress",
                    timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "value head refitted in" in proc.stderr
+    assert "value head refitted in" in proc.stderr and " incorrect paths of 2 questions" in proc.stderr
     rows = _rows(run / "train_rows.jsonl")
     assert rows and all(r["steps"][-1]["q"] == (1.0 if r["correct"] else -1.0) for r in rows)
     done = json.loads((run / "round.json").read_text())

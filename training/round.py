@@ -28,7 +28,7 @@ from typing import Any
 
 from evals.report import Score, score_results
 from runtime.config import EvalConfig, compose_config
-from training.data import Targets, export_training
+from training.data import ExportSummary, Targets, export_training
 from training.errors import TrainingDataError, TrainingError
 from training.train import TrainConfig, TrainSummary, checked_train_config, train
 
@@ -123,16 +123,19 @@ def plan_round(plan: RoundPlan) -> RoundConfigs:
 
 
 def run_round(plan: RoundPlan, evaluate: Callable[[EvalConfig], None],
-              train_model: Callable[[TrainConfig], TrainSummary] = train) -> RoundSummary:
+              train_model: Callable[[TrainConfig], TrainSummary] = train,
+              on_exported: Callable[[ExportSummary], None] = lambda _: None) -> RoundSummary:
     """Run the steps. `evaluate(config)` runs one search to completion (the CLI passes its
     own, with a progress bar); it must resume from `config.run.output`. `train_model(config)` is
-    `train` (the CLI's adds a progress bar and the stop-after-this-step Ctrl-C)."""
+    `train` (the CLI's adds a progress bar and the stop-after-this-step Ctrl-C). `on_exported`
+    hears what the training data holds before the training starts."""
     run = plan.run_dir
     configs = plan_round(plan)
     run.mkdir(parents=True, exist_ok=True)
 
     evaluate(configs.search)
     exported = export_training(run / TREES, run / ROWS, targets=plan.targets)
+    on_exported(exported)
     trained = train_model(configs.joint)
     fitted = train_model(configs.fit) if configs.fit is not None else None
     evaluate(configs.evaluation)

@@ -92,7 +92,9 @@ def test_the_round_evaluates_the_value_fit_and_reports_both_trainings(tmp_path: 
     plan = RoundPlan(model="m", run_dir=tmp_path / "run", value_fit_epochs=1,
                      overrides=("strategy.max_tokens=64",), train_overrides=("strategy.temperature=0.8",),
                      eval_overrides=("strategy.max_depth=5",))
-    summary = run_round(plan, evaluate, train_model)
+    heard: list[int] = []
+    summary = run_round(plan, evaluate, train_model, on_exported=lambda rows: heard.append(len(trained)))
+    assert heard == [0]  # told before any training
     trees, final = searched
     assert trees.strategy.max_tokens == final.strategy.max_tokens == 64
     assert trees.strategy.temperature == 0.8 and final.strategy.temperature == 0.0  # greedy's own

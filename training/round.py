@@ -1,9 +1,9 @@
 """One self-improvement round (ALPHAMATH.md §0): MCTS trees with the ground truth on the training
-questions → training rows → policy + value training → evaluation, every artifact in one run
-directory:
+questions (or any search's graded samples) → training rows → policy + value training → evaluation,
+every artifact in one run directory:
 
-    RUN/trees.jsonl       ground-truth MCTS results (resumable like any `eval` output)
-    RUN/train_rows.jsonl  sampled paths with per-step Q targets
+    RUN/trees.jsonl       the training search's results (resumable like any `eval` output)
+    RUN/train_rows.jsonl  sampled paths with per-step value targets
     RUN/model/            the trained model (+ value_head.safetensors, checkpoints)
     RUN/value_fit/        with a value fit: the value head alone refitted on RUN/model's frozen
                           trunk (the policy unchanged) — then the round's model
@@ -109,8 +109,8 @@ class RoundConfigs:
 
 
 def plan_round(plan: RoundPlan) -> RoundConfigs:
-    """Every step's settings, built and checked without I/O: run first, so that a typo in the
-    last step's settings costs a second, not the first steps' hour."""
+    """Every step's settings, built and checked without writing anything: run first, so that a
+    typo in the last step's settings costs a second, not the first steps' hour."""
     run = plan.run_dir
     joint, fit = _train_configs(plan, run / ROWS)
     search = _search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,

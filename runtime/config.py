@@ -242,16 +242,20 @@ def compose_config(preset: str, *, engine: Mapping[str, Any] | None = None,
     return build_config(apply_overrides(data, overrides))
 
 
+def first_validation_error(exc: ValidationError) -> str:
+    """`field.path: message` of a pydantic error's first problem: one line for a user."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
 def build_config(data: Mapping[str, Any]) -> EvalConfig:
     """Validate; a bad value becomes one ConfigError line naming the field."""
     try:
         return EvalConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        got = first.get("input")
+        got = exc.errors()[0].get("input")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"config {where}: {first['msg']} (got {got!r}){more}") from None
+        raise ConfigError(f"config {first_validation_error(exc)} (got {got!r}){more}") from None
 
 
 def default_sandbox_concurrency() -> int:

@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runtime.config import first_validation_error
 from runtime.engines.model_dir import missing_local_model
 from runtime.engines.value_head import init_value_head, load_value_head, save_value_head
 from training.data import TrainingRow, read_training_rows
@@ -139,8 +140,7 @@ def checked_train_config(**fields: Any) -> TrainConfig:
     try:
         return TrainConfig(**fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise TrainingError(f"train {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise TrainingError(f"train {first_validation_error(exc)}") from None
 
 
 @dataclass

@@ -86,6 +86,8 @@ class EngineConfig(_Section):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     value_memory_fraction: float = Field(0.2, ge=0, lt=1, description="share of the memory for the value engine")
     enforce_eager: bool | None = Field(None, description="None: eager on CPU, CUDA graphs on GPU")
+    block_size: int | None = Field(None, ge=1, description="KV-cache block in tokens, the prefix "
+                                   "cache's unit; None: 32 on CPU (multiples of 32 there), vLLM's default on GPU")
     # OpenAI-compatible servers (--engine openai).
     base_urls: list[str] = Field(default_factory=list, description="server URLs; trees pinned per replica")
     timeout_s: float = Field(600.0, gt=0, description="per-request timeout")

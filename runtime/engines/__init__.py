@@ -32,7 +32,7 @@ async def open_engine(config: EngineConfig, *, seed: int = 0) -> AsyncIterator[E
             config.model, max_model_len=config.max_model_len,
             gpu_memory_utilization=config.gpu_memory_utilization,
             value_memory_fraction=config.value_memory_fraction, seed=seed,
-            enforce_eager=config.enforce_eager, dtype=config.dtype)
+            enforce_eager=config.enforce_eager, dtype=config.dtype, block_size=config.block_size)
     elif config.kind == "openai":
         from runtime.engines.openai import OpenAIEngine
 

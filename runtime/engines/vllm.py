@@ -17,6 +17,11 @@ How it runs:
   copied) and served by a second `AsyncLLM` with `runner="pooling"`; vLLM pools the LAST token.
   We request raw scores (`use_activation=False`) and apply tanh here, so the value is
   tanh(w · h_last + b) whatever activation the config names.
+- KV-cache blocks of `CPU_BLOCK_SIZE` (32) tokens on CPU, where vLLM would pick 128: the prefix
+  cache only reuses whole blocks, and a search's requests differ from the previous depth's in
+  the last step or two (~40–100 tokens), so at 128 a value request of ~140–400 tokens recomputed
+  most of its path. 32 is the smallest the CPU attention backend takes (multiples of 32).
+  `benchmarks/bench_block_size.py` measures SBS(3,5) and greedy side by side at both sizes.
 - The policy engine loads a symlinked "view" of the model directory without the value-head file
   (vLLM would otherwise try to load `v_head.*` tensors into the causal LM).
 
@@ -240,6 +245,9 @@ def _max_positions(model_dir: Path) -> int | None:
     return int(n) if n else None
 
 
+CPU_BLOCK_SIZE = 32
+
+
 def _make_async_llm(*, stat_loggers: list[Any] | None = None, **kwargs: Any) -> Any:
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -330,6 +338,7 @@ class VLLMEngine:
         dtype: str = "auto",
         value_head: bool | None = None,
         enable_prefix_caching: bool = True,
+        block_size: int | None = None,
         cache_dir: str | Path | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> VLLMEngine:
@@ -340,7 +349,10 @@ class VLLMEngine:
         `VLLM_CPU_KVCACHE_SPACE` GiB). `max_model_len` is capped at the model's
         `max_position_embeddings`. `enforce_eager` None means True on CPU (no graph capture there),
         False elsewhere. `value_head`: None loads the head if the checkpoint has one; True requires
-        it; False ignores it. `engine_kwargs` go to both `AsyncEngineArgs` as is.
+        it; False ignores it. `block_size`: tokens per KV-cache block, the prefix cache's unit;
+        None means `CPU_BLOCK_SIZE` on CPU (where it must be a multiple of it) and vLLM's own default
+        elsewhere (see "How it runs").
+        `engine_kwargs` go to both `AsyncEngineArgs` as is.
         Any failure raises EngineError with one line naming the model.
         """
         name = str(model)
@@ -369,6 +381,14 @@ class VLLMEngine:
         if value_head and not has_head:
             raise missing_value_head(name)
         want_value = has_head and value_head is not False
+        if block_size is None and is_cpu:
+            block_size = CPU_BLOCK_SIZE
+        if is_cpu and block_size is not None and block_size % CPU_BLOCK_SIZE:
+            # Otherwise vLLM's engine core dies with a traceback and "See root cause above".
+            raise EngineError(f"block_size {block_size}: vLLM's CPU attention takes multiples of "
+                              f"{CPU_BLOCK_SIZE} tokens")
+        if block_size is not None and "block_size" not in (engine_kwargs or {}):
+            engine_kwargs = {**(engine_kwargs or {}), "block_size": block_size}
         common = dict(
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,

@@ -33,7 +33,9 @@ except Exception as exc:  # ImportError, or a broken install (e.g. torchvision::
     print(f"\n*** {msg} ***\n")
     pytest.skip(msg, allow_module_level=True)
 
-from runtime.engines.vllm import VLLMEngine, export_value_checkpoint, policy_view  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
+
+from runtime.engines.vllm import CPU_BLOCK_SIZE, VLLMEngine, export_value_checkpoint, policy_view  # noqa: E402
 from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3  # noqa: E402
 
 pytestmark = [
@@ -191,6 +193,8 @@ async def test_metrics_running_batch_and_prefix_cache(engines) -> None:
 
     # the same long prompt twice: the second finds its full blocks cached
     block = v._policy.vllm_config.cache_config.block_size
+    if current_platform.is_cpu():  # ours, not vLLM's 128 (see bench_block_size.py), on both engines
+        assert block == v._value.vllm_config.cache_config.block_size == CPU_BLOCK_SIZE
     long, i = "", 0
     while len(v._encode(long)) < block + 24:
         long += f"<p> Note {i}: {i} and {i} make {2 * i}. </p>\n"
@@ -239,11 +243,18 @@ async def test_missing_model_directory_is_one_line(tmp_path: Path) -> None:
         await VLLMEngine.load(tmp_path / "ckpt", max_model_len=256, cache_dir=tmp_path)
 
 
+@pytest.mark.skipif(not current_platform.is_cpu(), reason="the CPU attention backend's constraint")
+async def test_a_block_size_cpu_attention_cannot_take_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="block_size 16: .*multiples of 32"):
+        await VLLMEngine.load(tiny_model_dir, max_model_len=256, block_size=16, cache_dir=tmp_path)
+
+
 async def test_closed_engine_and_no_value_head(tiny_model_dir: Path, tmp_path: Path) -> None:
     e = await VLLMEngine.load(tiny_model_dir, max_model_len=256, dtype="float32", value_head=False,
-                              cache_dir=tmp_path)
+                              block_size=64, cache_dir=tmp_path)
     try:
         assert not e.has_value_head
+        assert e._policy.vllm_config.cache_config.block_size == 64
         with pytest.raises(NoValueHeadError):
             await e.value([Q1])
         pending = asyncio.ensure_future(e.generate(Q1, SamplingParams(temperature=1.0, max_tokens=200, n=2)))

@@ -245,7 +245,10 @@ def _max_positions(model_dir: Path) -> int | None:
     return int(n) if n else None
 
 
-CPU_BLOCK_SIZE = 32
+# vLLM's CPU attention takes KV blocks in multiples of 32 tokens; we use the smallest there, since
+# the block is the prefix cache's unit and so decides what a search recomputes ("How it runs").
+CPU_BLOCK_MULTIPLE = 32
+CPU_BLOCK_SIZE = CPU_BLOCK_MULTIPLE
 
 
 def _make_async_llm(*, stat_loggers: list[Any] | None = None, **kwargs: Any) -> Any:
@@ -350,8 +353,8 @@ class VLLMEngine:
         `max_position_embeddings`. `enforce_eager` None means True on CPU (no graph capture there),
         False elsewhere. `value_head`: None loads the head if the checkpoint has one; True requires
         it; False ignores it. `block_size`: tokens per KV-cache block, the prefix cache's unit;
-        None means `CPU_BLOCK_SIZE` on CPU (where it must be a multiple of it) and vLLM's own default
-        elsewhere (see "How it runs").
+        None means `CPU_BLOCK_SIZE` on CPU (where it must be a multiple of `CPU_BLOCK_MULTIPLE`) and
+        vLLM's own default elsewhere (see "How it runs").
         `engine_kwargs` go to both `AsyncEngineArgs` as is.
         Any failure raises EngineError with one line naming the model.
         """
@@ -383,10 +386,10 @@ class VLLMEngine:
         want_value = has_head and value_head is not False
         if block_size is None and is_cpu:
             block_size = CPU_BLOCK_SIZE
-        if is_cpu and block_size is not None and block_size % CPU_BLOCK_SIZE:
+        if is_cpu and block_size is not None and block_size % CPU_BLOCK_MULTIPLE:
             # Otherwise vLLM's engine core dies with a traceback and "See root cause above".
             raise EngineError(f"block_size {block_size}: vLLM's CPU attention takes multiples of "
-                              f"{CPU_BLOCK_SIZE} tokens")
+                              f"{CPU_BLOCK_MULTIPLE} tokens")
         if block_size is not None and "block_size" not in (engine_kwargs or {}):
             engine_kwargs = {**(engine_kwargs or {}), "block_size": block_size}
         common = dict(

@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -303,6 +304,33 @@ async def test_aclose_and_cancellation_kill_running_processes() -> None:
     result = await slow
     assert result.error == "RuntimeError: the sandbox was closed while the code ran"
     assert not result.timed_out
+
+
+@needs_bwrap
+async def test_a_cancellation_while_the_sandbox_starts_neither_hangs_nor_leaks() -> None:
+    # CPython gh-103847: a task cancelled inside `create_subprocess_exec` while it connects the
+    # pipes waited forever for the killed child's transport (a Ctrl-C froze `eval` about once in
+    # 15). Cancel after every number of loop turns up to past the start, so one lands in there.
+    before = _children_of_us()
+    box = BwrapSandbox(SandboxLimits())
+    try:
+        for turns in range(12):
+            task = asyncio.create_task(box.run("print(1)", timeout_s=10))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=10)
+            assert done, f"cancelled after {turns} loop turns, the run never ended"
+            assert task.cancelled() or task.result().observation.strip() == "1"
+            assert not box._processes
+    finally:
+        await box.aclose()
+    assert _children_of_us() <= before, "a sandbox outlived its cancelled run"
+
+
+def _children_of_us() -> set[str]:
+    pid = os.getpid()
+    return set(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
 
 @needs_bwrap

@@ -21,7 +21,7 @@ How it runs:
   cache only reuses whole blocks, and a search's requests differ from the previous depth's in
   the last step or two (~40–100 tokens), so at 128 a value request of ~140–400 tokens recomputed
   most of its path. 32 is the smallest the CPU attention backend takes (multiples of 32).
-  `benchmarks/bench_block_size.py` measures SBS(3,5) and greedy side by side at both sizes.
+  `benchmarks/bench_block_size.py` measures greedy, SBS and MCTS side by side at both sizes.
 - The policy engine loads a symlinked "view" of the model directory without the value-head file
   (vLLM would otherwise try to load `v_head.*` tensors into the causal LM).
 

@@ -9,7 +9,8 @@ request finds at most one block cached and the policy re-prefills most of its pa
 all of it is reused (`runtime/engines/vllm.py`, "How it runs"). Each configuration runs the same
 synth-arith-hard test problems through `runtime.evaluate.evaluate` with a freshly started pair of
 engines, in this one process, and reports the scheduler's wall time (engine start-up excluded),
-accuracy, and the policy engine's prefix-cache hit rate; the ratio is each strategy's wall time
+accuracy, how many answers agree with the first block size's, and the policy engine's
+prefix-cache hit rate; the ratio is each strategy's wall time
 at the first block size over the others'. A short run before them, discarded, takes the
 process's one-off warm-up. Results go to a temporary directory and are deleted.
 """
@@ -30,11 +31,13 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run_one(model: str, preset: str, block: int, problems: int, output: Path) -> dict[str, float | None]:
+def run_one(model: str, preset: str, block: int, problems: int, output: Path) -> dict[str, Any]:
+    from evals.report import read_rows
     from runtime.config import compose_config
     from runtime.evaluate import evaluate
     from strategies import make_strategy
@@ -46,8 +49,10 @@ def run_one(model: str, preset: str, block: int, problems: int, output: Path) ->
         overrides=["strategy.max_tokens=160"])
     summary = asyncio.run(evaluate(config, make_strategy(config.strategy)))
     rate = summary.engine.prefix_cache_hit_rate if summary.engine is not None else None
+    predictions = {row["id"]: row.get("prediction") for item in read_rows(output) if item is not None
+                   for _, row in [item]}
     return {"wall_s": summary.wall_s, "correct": summary.correct, "finished": summary.finished,
-            "hit_rate": rate}
+            "hit_rate": rate, "predictions": predictions}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     presets = [p for p in args.strategies.split(",") if p]
     blocks = [int(b) for b in args.blocks.split(",") if b]
 
-    rows: dict[tuple[str, int], dict[str, float | None]] = {}
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_block_size-") as tmp:
         # The first run in a process pays one-off costs (kernel and allocator warm-up, the
         # sandbox's first interpreters) that would be charged to whichever configuration came
@@ -75,16 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               Path(tmp) / f"{preset}-{block}.jsonl")
 
     print(f"\n{'strategy':<22}{'block':>6}{'wall s':>9}{'s/problem':>11}{'correct':>10}"
-          f"{'prefix hits':>13}{'speed-up':>10}")
+          f"{'prefix hits':>13}{'same answer':>13}{'speed-up':>10}")
     for preset in presets:
-        base = rows[preset, blocks[0]]["wall_s"] or float("nan")
+        first = rows[preset, blocks[0]]
         for block in blocks:
             r = rows[preset, block]
             rate = "-" if r["hit_rate"] is None else f"{r['hit_rate']:.0%}"
             done = f"{int(r['correct'])}/{int(r['finished'])}"
             per = r["wall_s"] / max(int(r["finished"]), 1)
+            # The block size changes what is recomputed, not what is computed: the answers
+            # should agree with the first block size's, problem by problem.
+            same = sum(first["predictions"].get(i) == p for i, p in r["predictions"].items())
+            agree = f"{same}/{len(r['predictions'])}"
             print(f"{preset:<22}{block:>6}{r['wall_s']:>9.1f}{per:>11.2f}{done:>10}{rate:>13}"
-                  f"{base / r['wall_s']:>9.2f}x")
+                  f"{agree:>13}{first['wall_s'] / r['wall_s']:>9.2f}x")
     return 0
 
 

@@ -29,8 +29,9 @@ def test_table_has_one_row_per_block_with_hit_rate_and_speed_up() -> None:
                            "--strategies", "greedy", "--blocks", "64,32"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = re.findall(r"^greedy\s+(\d+)\s+[\d.]+\s+[\d.]+\s+(\d)/2\s+(\d+)%\s+([\d.]+)x$",
+    rows = re.findall(r"^greedy\s+(\d+)\s+[\d.]+\s+[\d.]+\s+(\d)/2\s+(\d+)%\s+(\d)/2\s+([\d.]+)x$",
                       proc.stdout, flags=re.MULTILINE)
     assert [r[0] for r in rows] == ["64", "32"], proc.stdout
-    assert rows[0][3] == "1.00"  # the first block size is the baseline
+    assert rows[0][3] == "2" and rows[0][4] == "1.00"  # the first block size is the baseline
+    assert rows[1][3] == "2"  # greedy's answers do not depend on the block size
     assert all(0 < int(r[2]) <= 100 for r in rows)  # the prefix cache was used and reported

@@ -10,9 +10,9 @@ all of it is reused (`runtime/engines/vllm.py`, "How it runs"). Each configurati
 synth-arith-hard test problems through `runtime.evaluate.evaluate` with a freshly started pair of
 engines, in this one process, and reports the scheduler's wall time (engine start-up excluded),
 accuracy, how many answers agree with the first block size's, and the policy engine's
-prefix-cache hit rate; the ratio is each strategy's wall time
-at the first block size over the others'. A short run before them, discarded, takes the
-process's one-off warm-up. Results go to a temporary directory and are deleted.
+prefix-cache hit rate; the ratio is each strategy's wall time at the first block size over the
+others'. A short run before them, discarded, takes the process's one-off warm-up. Results go to
+a temporary directory and are deleted.
 """
 
 from __future__ import annotations

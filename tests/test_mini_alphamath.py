@@ -19,7 +19,10 @@ SCRIPT = ROOT / "benchmarks" / "mini_alphamath.py"
 TOY = ["--seeds", "0", "--rounds", "1", "--layers", "1", "--hidden", "64", "--sft-rows", "48,16",
        "--test", "3", "--mcts-test", "2", "--train-questions", "2", "--train-iterations", "2",
        "--strategies", "greedy,sbs_1_5,mcts_n40", "--engine", "hf", "--sandbox", "bwrap",
-       "--set", "strategy.max_tokens=48", "--set", "strategy.iterations=3", "--no-progress"]
+       "--set", "strategy.max_tokens=48", "--set", "strategy.iterations=3", "--no-progress",
+       # No anchor rows or value fit unless a test asks (`_run` puts its flags after these, and
+       # argparse keeps the last).
+       "--anchor-rows", "0", "--value-fit-epochs", "0"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)")]
@@ -28,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--release", str(out / "release"),
-                           *extra, *TOY], cwd=ROOT, env=env,
+                           *TOY, *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -100,12 +100,16 @@ class Args:
     release: Path | None
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and each option's default (they are a measured recipe)."""
+
+
 def parse_args(argv: Sequence[str] | None) -> Args:
     from runtime.config import SandboxBackend
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/mini"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_Help)
+    p.add_argument("--out", type=Path, default=Path("runs/mini"),
+                   help="run directory; the same command with the same --out resumes")
     p.add_argument("--seeds", default="0,1", help="training seeds, comma-separated")
     p.add_argument("--rounds", type=int, default=2, help="self-improvement rounds K")
     p.add_argument("--test", type=int, default=1000, help="test problems for every strategy but MCTS")
@@ -117,7 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     p.add_argument("--train-iterations", type=int, default=40, help="MCTS simulations per training question")
     p.add_argument("--train-temperature", type=float, default=0.8,
                    help="sampling temperature of the training MCTS (docs/MINI.md: ~0.8 explores best)")
-    p.add_argument("--round-epochs", type=int, default=2)
+    p.add_argument("--round-epochs", type=int, default=2, help="epochs of each round's joint training")
     p.add_argument("--anchor-rows", type=int, default=3000,
                    help="fresh correct synthetic solutions mixed into each round's training data, "
                         "language-model loss only (no value target): they keep the policy's "

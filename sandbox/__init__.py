@@ -59,17 +59,8 @@ async def open_sandbox(
         backend = "docker" if reason is None else "bwrap"
         logger.info("sandbox_selected", backend=backend,
                     reason="a Docker engine answers and the image exists" if reason is None else reason)
-    sandbox: DockerSandbox | BwrapSandbox
-    if backend == "docker":
-        sandbox = DockerSandbox(limits)
-        try:
-            await sandbox.start()
-            await sandbox.check()
-            yield sandbox
-        finally:
-            await sandbox.aclose()
-        return
-    sandbox = BwrapSandbox(limits)
+    sandbox: DockerSandbox | BwrapSandbox = (
+        DockerSandbox(limits) if backend == "docker" else BwrapSandbox(limits))
     try:
         await sandbox.start()
         await sandbox.check()

@@ -87,27 +87,28 @@ def run_pair(args: argparse.Namespace, mode: str, workdir: Path) -> tuple[float,
                 eval_command(args, outputs[i]), cwd=ROOT, env=run_env, stdout=log, stderr=log,
                 preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin is not None else None)
 
-    def finish(proc: subprocess.Popen[bytes], started: float, deadline: float) -> float:
+    def finish(proc: subprocess.Popen[bytes], started: float, deadline: float) -> tuple[float, bool]:
+        """The run's wall time, and whether it exited cleanly before the deadline."""
         try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            ok = proc.wait(timeout=max(deadline - time.monotonic(), 0.0)) == 0
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        return time.monotonic() - started
+            ok = False
+        return time.monotonic() - started, ok
 
     t0 = time.monotonic()
     deadline = t0 + args.timeout
     if mode == "alone":
-        walls = []
+        ends = []
         for i in range(2):
             started = time.monotonic()
-            walls.append(finish(start(i), started, deadline))
+            ends.append(finish(start(i), started, deadline))
     else:
         procs = [start(i) for i in range(2)]
-        walls = [finish(proc, t0, deadline) for proc in procs]
+        ends = [finish(proc, t0, deadline) for proc in procs]
     makespan = time.monotonic() - t0
-    runs = [Run(wall, correct_count(out) if makespan < args.timeout else None)
-            for wall, out in zip(walls, outputs)]
+    runs = [Run(wall, correct_count(out) if ok else None) for (wall, ok), out in zip(ends, outputs)]
     for run, out in zip(runs, outputs):
         if run.correct is None and makespan < args.timeout:
             lines = out.with_suffix(".log").read_text(errors="replace").strip().splitlines()

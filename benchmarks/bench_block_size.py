@@ -17,13 +17,9 @@ a temporary directory and are deleted.
 
 from __future__ import annotations
 
-import os
+from vllm_cpu_env import set_default_env
 
-# vLLM's CPU build: the engine in this process, no hub (the model is local).
-for _key, _value in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
-                     ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
-                     ("VLLM_LOGGING_LEVEL", "WARNING")):
-    os.environ.setdefault(_key, _value)
+set_default_env(VLLM_LOGGING_LEVEL="WARNING")  # before anything imports vLLM
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402

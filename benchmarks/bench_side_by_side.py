@@ -22,7 +22,6 @@ directory and are deleted. A mode that runs past --timeout is stopped and report
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,12 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vllm_cpu_env import VLLM_CPU_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 MODES = ("alone", "shared", "pinned")
 # `make run`'s environment for vLLM's CPU build.
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-            "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
-            "PYTHONWARNINGS": "ignore::FutureWarning", "TOKENIZERS_PARALLELISM": "false"}
+VLLM_ENV = {**VLLM_CPU_ENV, "VLLM_LOGGING_LEVEL": "WARNING",
+            "PYTHONWARNINGS": "ignore::FutureWarning"}
 
 
 @dataclass
@@ -64,10 +65,9 @@ def core_halves() -> list[set[int]]:
 
 
 def correct_count(output: Path) -> int | None:
-    if not output.is_file():
-        return None
-    rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
-    return sum(1 for row in rows if row.get("correct"))
+    from evals.report import correct_by_id
+
+    return sum(correct_by_id(output).values()) if output.is_file() else None
 
 
 def run_pair(args: argparse.Namespace, mode: str, workdir: Path) -> tuple[float, list[Run]]:

@@ -35,17 +35,15 @@ here: prefix caching makes search ~10× cheaper than the transformers engine) un
 
 from __future__ import annotations
 
-import os
+from vllm_cpu_env import set_default_env
 
-# vLLM's CPU build: a small KV cache, the engine in this process, no hub (the model is local).
-for _key, _value in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
-                     ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
-    os.environ.setdefault(_key, _value)
+set_default_env()  # before anything imports vLLM
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cores import pinned_env, split_cores
 from vllm_cpu_env import VLLM_CPU_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,14 +57,6 @@ def eval_command(args: argparse.Namespace, output: Path) -> list[str]:
             "--output", str(output), "--no-progress"]
 
 
-def core_halves() -> list[set[int]]:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        raise SystemExit("pinned mode needs at least 2 cores")
-    half = len(cores) // 2
-    return [set(cores[:half]), set(cores[half:])]
-
-
 def correct_count(output: Path) -> int | None:
     from evals.report import correct_by_id
 
@@ -74,14 +67,17 @@ def run_pair(args: argparse.Namespace, mode: str, workdir: Path) -> tuple[float,
     """Start the two evals as `mode` says; returns the makespan and both runs."""
     outputs = [workdir / mode / f"run{i}.jsonl" for i in range(2)]
     env = {**os.environ, **VLLM_ENV}
-    cores = core_halves() if mode == "pinned" else [None, None]
+    cores: list[frozenset[int] | None] = [None, None]
+    if mode == "pinned":
+        try:
+            cores = list(split_cores(2))
+        except ValueError:
+            raise SystemExit("pinned mode needs at least 2 cores") from None
 
     def start(i: int) -> subprocess.Popen[bytes]:
         outputs[i].parent.mkdir(parents=True, exist_ok=True)
-        run_env = dict(env)
-        if cores[i] is not None:
-            run_env["OMP_NUM_THREADS"] = str(len(cores[i]))
         pin = cores[i]
+        run_env = {**env, **pinned_env(pin)} if pin is not None else env
         with open(outputs[i].with_suffix(".log"), "wb") as log:  # the child keeps its own copy
             return subprocess.Popen(
                 eval_command(args, outputs[i]), cwd=ROOT, env=run_env, stdout=log, stderr=log,

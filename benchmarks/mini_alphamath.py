@@ -23,6 +23,10 @@ Per training seed, in OUT/seed<S>/:
                         (trunk frozen): the round's model
   eval/<stage>/<strategy>.jsonl
                         each strategy on the same synth-arith-hard test problems
+With --jobs N a stage's evaluations run N at a time, each in its own process pinned to its share
+of the cores (on 2 cores, 2 such runs take 0.72× the time of one after the other:
+benchmarks/bench_side_by_side.py).
+
 OUT/table.md and OUT/table.json: accuracy, paired-bootstrap 95 % interval of the gain over greedy
 (same stage, same seed, same problems), and seconds per question (the scheduler's wall time over
 the problems, engine start-up excluded: problems run concurrently, so this is throughput, not
@@ -35,6 +39,7 @@ here: prefix caching makes search ~10× cheaper than the transformers engine) un
 
 from __future__ import annotations
 
+from cores import pin_this_process, split_cores
 from vllm_cpu_env import set_default_env
 
 set_default_env()  # before anything imports vLLM
@@ -43,11 +48,14 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import multiprocessing  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import get_args  # noqa: E402
 
@@ -96,6 +104,7 @@ class Args:
     overrides: tuple[str, ...]
     progress: bool
     release: Path | None
+    jobs: int
 
 
 class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -156,6 +165,11 @@ def parse_args(argv: Sequence[str] | None) -> Args:
                    help="export the first seed's last model here as the project ships it "
                         "(float16, with a model card holding the table)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="evaluations of a stage run at once, each in its own process pinned to its "
+                        "share of the cores (2 on 2 cores: 0.72x the time of one after the other, "
+                        "benchmarks/bench_side_by_side.py); seconds per question are then each "
+                        "evaluation's on its share")
     a = p.parse_args(argv)
     strategies = tuple(s.strip() for s in a.strategies.split(",") if s.strip())
     intermediate = (strategies if a.intermediate_strategies is None else
@@ -172,6 +186,8 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         p.error("--sft-rows needs at least one positive count")
     if a.hidden < 64 or a.hidden % 64 or a.layers < 1:
         p.error("--hidden must be a positive multiple of 64 and --layers >= 1")
+    if not 1 <= a.jobs <= len(os.sched_getaffinity(0)):
+        p.error(f"--jobs must be between 1 and the {len(os.sched_getaffinity(0))} cores this process may use")
     if a.anchor_rows < 0 or a.value_fit_epochs < 0 or a.first_round < 1:
         p.error("--anchor-rows and --value-fit-epochs must be >= 0, --first-round >= 1")
     if a.start_model is not None and not (a.start_model / "config.json").is_file():
@@ -185,7 +201,7 @@ def parse_args(argv: Sequence[str] | None) -> Args:
                 intermediate=intermediate, beta=a.beta, layers=a.layers,
                 hidden=a.hidden, engine=a.engine,
                 sandbox=a.sandbox, strategies=strategies, overrides=tuple(a.overrides),
-                progress=not a.no_progress, release=a.release)
+                progress=not a.no_progress, release=a.release, jobs=a.jobs)
 
 
 # ---- steps --------------------------------------------------------------------------------------
@@ -311,6 +327,21 @@ def _joint_round(args: Args, seed: int, run: Path, k: int, model: Path, out: Pat
                 value_head_lr=args.value_head_lr, **ROUND_BATCHES)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One strategy on a stage's test problems."""
+
+    preset: str
+    problems: int
+    output: Path
+
+
+# Scheduler seconds per question on 2 cores (the README's tables), only to start the longest
+# evaluations first when several run at once.
+SECONDS_PER_QUESTION = {"greedy": 0.03, "maj5": 0.12, "sbs_1_5": 0.35, "sbs_3_5": 1.0,
+                        "sbs_3_5_likelihood": 0.3, "mcts_n40": 3.3}
+
+
 def evaluate_stage(args: Args, seed: int, root: Path, stage: str, model: Path,
                    strategies: Sequence[str]) -> dict[str, dict]:
     """Each of --strategies on the test problems (resuming), plus whatever other strategy an
@@ -321,20 +352,76 @@ def evaluate_stage(args: Args, seed: int, root: Path, stage: str, model: Path,
     cells: dict[str, dict] = {}
     timing_file = root / "eval" / stage / "wall.json"
     walls = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
-    for preset in strategies:
-        n = args.mcts_test if preset.startswith("mcts") else args.test
-        output = root / "eval" / stage / f"{preset}.jsonl"
-        log(f"seed {seed}: {stage} · {STRATEGIES[preset]} on {n} test problems")
-        seconds = search(args, preset, model, f"{LEVEL}:test:{n}:0", output,
-                         overrides=(f"strategy.seed={seed}",))
+    tasks = [Evaluation(preset, args.mcts_test if preset.startswith("mcts") else args.test,
+                        root / "eval" / stage / f"{preset}.jsonl") for preset in strategies]
+    for task, seconds in run_evaluations(args, seed, stage, model, tasks):
         if seconds:
-            walls[preset] = walls.get(preset, 0.0) + seconds
+            walls[task.preset] = walls.get(task.preset, 0.0) + seconds
             timing_file.write_text(json.dumps(walls))
     for preset in STRATEGIES:
         output = root / "eval" / stage / f"{preset}.jsonl"
         if output.is_file():
             cells[preset] = {"correct": correct_by_id(output), "wall_s": walls.get(preset)}
     return cells
+
+
+def evaluate_one(args: Args, seed: int, model: Path, task: Evaluation) -> float:
+    return search(args, task.preset, model, f"{LEVEL}:test:{task.problems}:0", task.output,
+                  overrides=(f"strategy.seed={seed}",))
+
+
+def run_evaluations(args: Args, seed: int, stage: str, model: Path,
+                    tasks: Sequence[Evaluation]) -> Iterator[tuple[Evaluation, float]]:
+    """Each evaluation and its scheduler seconds as it finishes: in this process one after the
+    other, or with --jobs N, N at a time, each in a fresh process pinned to its own share of the
+    cores."""
+    if args.jobs == 1:
+        for task in tasks:
+            log(f"seed {seed}: {stage} · {STRATEGIES[task.preset]} on {task.problems} test problems")
+            yield task, evaluate_one(args, seed, model, task)
+        return
+    # Longest first, so that no long evaluation starts when the others are done.
+    pending = sorted(tasks, key=lambda t: SECONDS_PER_QUESTION[t.preset] * t.problems, reverse=True)
+    shares = split_cores(args.jobs)
+    quiet = replace(args, progress=False)  # progress bars of several processes would garble the console
+    running: dict[Future[float], tuple[Evaluation, frozenset[int]]] = {}
+    # spawn, not fork: this process holds torch's thread pools. One process per evaluation, so
+    # each starts with its share's thread count and frees its engine's memory when it ends.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_evaluation_worker, max_tasks_per_child=1) as pool:
+        try:
+            while pending or running:
+                busy = {cores for _, cores in running.values()}
+                for cores in [c for c in shares if c not in busy][:len(pending)]:
+                    task = pending.pop(0)
+                    log(f"seed {seed}: {stage} · {STRATEGIES[task.preset]} on {task.problems} test "
+                        f"problems (cores {','.join(map(str, sorted(cores)))})")
+                    future = pool.submit(_pinned_evaluation, quiet, seed, model, task, cores)
+                    running[future] = (task, cores)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task, _ = running.pop(future)
+                    yield task, future.result()
+        except BaseException:
+            # Ctrl-C, a `kill` or a failed evaluation: stop the others as an interrupted eval
+            # stops (their finished rows stay for the next run). The workers ignore the
+            # terminal's SIGINT so that each gets exactly this one request.
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
+
+
+def _evaluation_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwinds: vLLM and sandboxes shut down
+
+
+def _pinned_evaluation(args: Args, seed: int, model: Path, task: Evaluation, cores: frozenset[int]) -> float:
+    pin_this_process(cores)  # before torch and vLLM are imported: they size their threads once
+    import torch
+
+    torch.set_num_threads(len(cores))
+    return evaluate_one(args, seed, model, task)
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -407,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         final_models[seed] = model
         shown = [p for p in STRATEGIES if any(p in cells for st in results.values() for cells in st.values())]
         text, records = table(results, shown)
+        if args.jobs > 1:
+            text += (f"\n\nSeconds per question with --jobs {args.jobs}: each evaluation pinned to "
+                     f"1/{args.jobs} of the {len(os.sched_getaffinity(0))} cores.")
         (args.out / "table.md").write_text(text + "\n")
         (args.out / "table.json").write_text(json.dumps(records, indent=1) + "\n")
         print(text, flush=True)
@@ -459,8 +549,6 @@ model with its paired-bootstrap 95 % interval; then seconds per question on that
 
 
 if __name__ == "__main__":
-    import signal
-
     from runtime.errors import user_errors
 
     # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned;

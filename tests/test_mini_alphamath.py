@@ -68,6 +68,27 @@ def test_toy_run_writes_every_artifact_and_the_table(tmp_path: Path) -> None:
     assert (out / "table.md").read_text() == table
     assert "train" not in again.stdout and time.monotonic() - started < 120
 
+    # --jobs 2: the last stage's evaluations again, side by side in processes pinned to their own
+    # cores, give the same answers as one after the other in this process.
+    def answers(stage: Path) -> dict[str, dict[str, tuple[str, bool]]]:
+        return {path.name: {row["id"]: (row["prediction"], row["correct"]) for row in
+                            map(json.loads, path.read_text().splitlines())}
+                for path in sorted(stage.glob("*.jsonl"))}
+
+    jobs = min(2, len(os.sched_getaffinity(0)))
+    before = answers(seed / "eval/round1")
+    for path in (seed / "eval/round1").glob("*.jsonl"):
+        path.unlink()
+    parallel = _run(out, "--jobs", str(jobs))
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert answers(seed / "eval/round1") == before and len(before) == 3
+    if jobs == 2:
+        pinned = [line for line in parallel.stdout.splitlines() if "round1 ·" in line]
+        assert len(pinned) == 3 and "MCTS(40)" in pinned[0], parallel.stdout  # the longest first
+        assert len({line.rsplit("(cores ", 1)[-1] for line in pinned}) == 2
+    table = (out / "table.md").read_text()  # new timings, which the released card below holds
+    assert (f"Seconds per question with --jobs {jobs}" in table) == (jobs > 1)
+
     # The same --out under another configuration: one line that names the results file, exit 2.
     changed = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *TOY,
                               "--set", "strategy.max_tokens=40"], cwd=ROOT, capture_output=True,

@@ -57,9 +57,12 @@ from collections.abc import Iterator, Sequence  # noqa: E402
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import get_args  # noqa: E402
+from typing import TYPE_CHECKING, get_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from runtime.config import EvalConfig
 
 STRATEGIES = {  # preset -> column name
     "greedy": "greedy", "maj5": "maj@5", "sbs_1_5": "SBS(1,5)", "sbs_3_5": "SBS(3,5)",
@@ -211,23 +214,29 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def eval_config(args: Args, preset: str, model: Path, dataset: str, output: Path,
+                overrides: Sequence[str] = ()) -> EvalConfig:
+    from runtime.config import compose_config
+
+    engine = {"model": str(model), "kind": args.engine}
+    if args.engine == "vllm":
+        engine["max_model_len"] = 1024
+    return compose_config(preset, engine=engine, sandbox={"backend": args.sandbox},
+                          run={"dataset": dataset, "output": str(output), "concurrency": 256},
+                          overrides=[*STEP_OVERRIDES, *overrides, *args.overrides])
+
+
 def search(args: Args, preset: str, model: Path, dataset: str, output: Path,
            overrides: Sequence[str] = ()) -> float:
     """One evaluation run to completion (resumes); returns the seconds the scheduler ran (engine
     and sandbox start-up excluded: on this CPU vLLM takes ~15 s to start two engines)."""
     from rich.console import Console
 
-    from runtime.config import compose_config
     from runtime.evaluate import evaluate, plan_run
     from runtime.progress import RunProgress
     from strategies import make_strategy
 
-    engine = {"model": str(model), "kind": args.engine}
-    if args.engine == "vllm":
-        engine["max_model_len"] = 1024
-    config = compose_config(preset, engine=engine, sandbox={"backend": args.sandbox},
-                            run={"dataset": dataset, "output": str(output), "concurrency": 256},
-                            overrides=[*STEP_OVERRIDES, *overrides, *args.overrides])
+    config = eval_config(args, preset, model, dataset, output, overrides)
     plan = plan_run(config)
     if plan.already_done >= plan.total:
         return 0.0
@@ -366,8 +375,21 @@ def evaluate_stage(args: Args, seed: int, root: Path, stage: str, model: Path,
 
 
 def evaluate_one(args: Args, seed: int, model: Path, task: Evaluation) -> float:
-    return search(args, task.preset, model, f"{LEVEL}:test:{task.problems}:0", task.output,
-                  overrides=(f"strategy.seed={seed}",))
+    return search(args, task.preset, model, *_test_run(seed, task))
+
+
+def _test_run(seed: int, task: Evaluation) -> tuple[str, Path, tuple[str, ...]]:
+    """An evaluation's dataset, results file and overrides."""
+    return f"{LEVEL}:test:{task.problems}:0", task.output, (f"strategy.seed={seed}",)
+
+
+def _finished(args: Args, seed: int, model: Path, task: Evaluation) -> bool:
+    """Whether the results file holds every problem (without starting an engine); a results file
+    of another configuration is the same one-line error here as in the evaluation."""
+    from runtime.evaluate import plan_run
+
+    plan = plan_run(eval_config(args, task.preset, model, *_test_run(seed, task)))
+    return plan.already_done >= plan.total
 
 
 def run_evaluations(args: Args, seed: int, stage: str, model: Path,
@@ -380,8 +402,14 @@ def run_evaluations(args: Args, seed: int, stage: str, model: Path,
             log(f"seed {seed}: {stage} · {STRATEGIES[task.preset]} on {task.problems} test problems")
             yield task, evaluate_one(args, seed, model, task)
         return
+    pending = []
+    for task in tasks:  # a finished one needs no process
+        if _finished(args, seed, model, task):
+            yield task, 0.0
+        else:
+            pending.append(task)
     # Longest first, so that no long evaluation starts when the others are done.
-    pending = sorted(tasks, key=lambda t: SECONDS_PER_QUESTION[t.preset] * t.problems, reverse=True)
+    pending.sort(key=lambda t: SECONDS_PER_QUESTION[t.preset] * t.problems, reverse=True)
     shares = split_cores(args.jobs)
     quiet = replace(args, progress=False)  # progress bars of several processes would garble the console
     running: dict[Future[float], tuple[Evaluation, frozenset[int]]] = {}

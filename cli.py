@@ -64,6 +64,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="local model directory or hub id, e.g. "
                                    "MARIO-Math-Reasoning/AlphaMath-7B")
     _add_engine_flag(p)
+    p.add_argument("--value-model", metavar="DIR",
+                   help="a separate value model for value-guided strategies (a checkpoint with "
+                        "value_head.safetensors and the policy's tokenizer); default: the policy's own head")
     p.add_argument("--device", help="torch device for the hf engine, e.g. cpu, cuda (default: cpu)")
     p.add_argument("--sandbox", choices=get_args(SandboxBackend),
                    help="where code actions run (default: auto)")
@@ -250,7 +253,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             "concurrency": args.concurrency, "retry_errors": args.retry_errors or None}
            if args.command == "eval" else None)
     config = compose_config(args.strategy, engine={"model": args.model, "kind": args.engine,
-                                                   "device": args.device},
+                                                   "device": args.device, "value_model": args.value_model},
                             sandbox={"backend": args.sandbox, "reuse_process": args.sandbox_reuse,
                                      "pool_size": args.sandbox_pool, "max_uses": args.sandbox_max_uses,
                                      "worker_runs": args.sandbox_worker_runs},

@@ -20,7 +20,9 @@ Solutions (`synth_arith_solution`) are in the react_sft XML format (ALPHAMATH.md
 step per operation (the variable carries over, as the executor replays earlier steps), or — for
 30 % of problems, seeded — one code step with the whole expression; then a `Final Answer:` step.
 `synth_arith_sft_rows` wraps them as training rows (`training.data` format, every q = 1.0) for a
-warm-start SFT with `cli.py train`.
+warm-start SFT with `cli.py train`. `synth_arith_flawed_solution` writes one with a slip of the
+kinds the mini policy makes (a number copied wrong, mostly), and `synth_arith_contrast_rows` pairs
+each correct solution with such flawed ones, with value targets from their outcomes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Any
 
 from runtime.problem import Problem
 
-__all__ = ["LEVELS", "SPLITS", "synth_arith_problems", "synth_arith_sft_rows", "synth_arith_solution"]
+__all__ = ["LEVELS", "SPLITS", "synth_arith_contrast_rows", "synth_arith_flawed_solution", "synth_arith_problems",
+           "synth_arith_sft_rows", "synth_arith_solution"]
 
 SPLITS = ("train", "test")
 SOURCE = "synth-arith"
@@ -184,20 +187,15 @@ def _expr(var: str, op: str, args: list[int]) -> str:
     return f"{var} // {args[0]}"
 
 
-def synth_arith_solution(problem: Problem, *, rng: random.Random | None = None) -> list[str]:
-    """Correct react_sft steps for a synth-arith problem (outputs pasted in, answer last).
-
-    `rng` picks the layout (30 %: one expression); without it the choice is seeded by the id.
-    """
+def _solution_steps(question: str, start: int, ops: list[list[Any]], *, one_expression: bool) -> list[str]:
+    """react_sft steps computing `ops` from `start` (outputs pasted in, answer last)."""
     from runtime.react import get_format
 
     fmt = get_format("react_sft")
-    rng = rng or random.Random(problem.id)
-    start, ops = int(problem.meta["start"]), problem.meta["ops"]
-    item = next((w for w in _ITEMS if f" {w}" in problem.question), "items")
+    item = next((w for w in _ITEMS if f" {w}" in question), "items")
     steps: list[str] = []
     x = start
-    if rng.random() < 0.3:
+    if one_expression:
         expr = str(start)
         for op, *args in ops:
             expr = _expr(f"({expr})", op, args)
@@ -212,10 +210,78 @@ def synth_arith_solution(problem: Problem, *, rng: random.Random | None = None) 
             code = f"{prefix}{item} = {_expr(item, op, args)}\nprint({item})"
             code_step = fmt.parse(fmt.format_step(_THOUGHTS[op].format(item=item), code=code))
             steps.append(fmt.with_observation(code_step, str(x)))
-    answer = fmt.parse(fmt.format_step(f"{problem.question.split()[0]} has {x} {item}.",
+    answer = fmt.parse(fmt.format_step(f"{question.split()[0]} has {x} {item}.",
                                        final_answer=str(x)))
     steps.append(answer.text)
     return steps
+
+
+def synth_arith_solution(problem: Problem, *, rng: random.Random | None = None) -> list[str]:
+    """Correct react_sft steps for a synth-arith problem (outputs pasted in, answer last).
+
+    `rng` picks the layout (30 %: one expression); without it the choice is seeded by the id.
+    """
+    rng = rng or random.Random(problem.id)
+    return _solution_steps(problem.question, int(problem.meta["start"]), problem.meta["ops"],
+                           one_expression=rng.random() < 0.3)
+
+
+def _miscopy(rng: random.Random, n: int) -> int:
+    """`n` copied wrong the ways the mini policy's slips look (43 -> 44, 34, 4, 433, 53)."""
+    digits = str(n)
+    kind = rng.choice(("digit", "digit", "swap", "drop", "double", "tens"))
+    if kind == "swap" and len(digits) > 1 and digits[0] != digits[1]:
+        return int(digits[1] + digits[0] + digits[2:])
+    if kind == "drop" and len(digits) > 1:
+        i = rng.randrange(len(digits))
+        return int(digits[:i] + digits[i + 1:])
+    if kind == "double":
+        i = rng.randrange(len(digits))
+        return int(digits[:i + 1] + digits[i:])
+    if kind == "tens":
+        return max(1, n + rng.choice((-10, 10)))
+    return max(1, n + rng.choice((-1, 1)))
+
+
+def _slip(rng: random.Random, ops: list[list[Any]]) -> list[list[Any]]:
+    """`ops` with one slip: a number copied wrong (most of them), two numbers copied wrong, a
+    step left out, a step done twice, or doubling and tripling confused."""
+    ops = [list(o) for o in ops]
+    kind = rng.choices(("miscopy", "miscopy2", "drop", "repeat", "factor"), (68, 17, 7, 5, 3))[0]
+    if kind == "drop" and len(ops) > 1:
+        del ops[rng.randrange(len(ops))]
+    elif kind == "repeat":
+        i = rng.randrange(len(ops))
+        ops.insert(i, list(ops[i]))
+    elif kind == "factor" and any(o[0] == "*" for o in ops):
+        o = rng.choice([o for o in ops if o[0] == "*"])
+        o[1] = 5 - o[1]
+    else:
+        for _ in range(2 if kind == "miscopy2" else 1):
+            o = rng.choice(ops)
+            j = rng.randrange(1, len(o))
+            o[j] = _miscopy(rng, o[j])
+    return ops
+
+
+def synth_arith_flawed_solution(problem: Problem, *, rng: random.Random,
+                                one_expression: bool) -> list[str]:
+    """react_sft steps with one slip (`_slip`) whose final answer is wrong; everything after the
+    slip follows from it, as when the policy makes it (the pasted outputs are what the wrong code
+    prints; every amount stays positive). The slips' mix copies what the mini policy's wrong answers hold: of 268 wrong
+    samples of the shipped model, 181 miscopy one number, 46 two or more, 20 leave a number out,
+    12 add one, 9 keep every number and get an operation wrong."""
+    start, ops = int(problem.meta["start"]), problem.meta["ops"]
+    for _ in range(1000):  # a slip keeps the answer right rarely (a miscopied 1 -> 1, ...)
+        flawed = _slip(rng, ops)
+        amounts = [start]
+        for op, *args in flawed:
+            amounts.append(_apply(amounts[-1], op, tuple(args)))
+        # A negative amount would tell the slip apart by its sign alone, a cue the policy's own
+        # slips rarely give; the value must learn to check the numbers against the question.
+        if min(amounts) > 0 and str(amounts[-1]) not in problem.answer:
+            return _solution_steps(problem.question, start, flawed, one_expression=one_expression)
+    raise ValueError(f"no slip changes the answer of {problem.id}")
 
 
 def synth_arith_sft_rows(split: str, n: int, seed: int, *, level: str = SOURCE,
@@ -231,3 +297,32 @@ def synth_arith_sft_rows(split: str, n: int, seed: int, *, level: str = SOURCE,
         steps = synth_arith_solution(problem, rng=rng)
         yield TrainingRow(fmt.build_prompt(problem.question, []),
                           tuple(TrainingStep(s, q) for s in steps), True, problem.id)
+
+
+def synth_arith_contrast_rows(split: str, n: int, seed: int, *, level: str = SOURCE, flawed: int = 3,
+                              one_expression_share: float = 0.3) -> Iterator[Any]:
+    """Value-training rows: for each of `n` problems one correct solution and `flawed` ones with a
+    slip (`synth_arith_flawed_solution`), all in the same layout (one expression for
+    `one_expression_share` of the problems), so that a question's paths differ by the slip alone.
+
+    Targets from outcomes only, as a tree of these paths would give them with max backup: a step's
+    q is +1 when some path through the same steps so far ends right, else -1. So the steps a
+    flawed path shares with the correct one are +1, and the slip and all after it -1.
+    """
+    from runtime.react import get_format
+    from training.data import TrainingRow, TrainingStep
+
+    fmt = get_format("react_sft")
+    rng = random.Random(f"{SOURCE}-contrast:{split}:{seed}")
+    for problem in synth_arith_problems(split, n, seed, level=level):
+        one_expression = rng.random() < one_expression_share
+        paths = [(_solution_steps(problem.question, int(problem.meta["start"]), problem.meta["ops"],
+                                  one_expression=one_expression), True)]
+        paths += [(synth_arith_flawed_solution(problem, rng=rng, one_expression=one_expression), False)
+                  for _ in range(flawed)]
+        right_prefixes = {tuple(steps[:i + 1]) for steps, ok in paths if ok for i in range(len(steps))}
+        prompt = fmt.build_prompt(problem.question, [])
+        for steps, ok in paths:
+            yield TrainingRow(prompt, tuple(TrainingStep(s, 1.0 if tuple(steps[:i + 1]) in right_prefixes
+                                                         else -1.0) for i, s in enumerate(steps)),
+                              ok, problem.id)

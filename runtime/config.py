@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runtime.errors import ConfigError
 
@@ -77,6 +77,8 @@ class StrategyConfig(_Section):
 class EngineConfig(_Section):
     kind: EngineKind = "hf"
     model: str | None = Field(None, description="model path or hub id (hf); served model name (openai)")
+    value_model: str | None = Field(None, description="a separate value model for the value calls (a "
+                                    "local checkpoint with value_head.safetensors); None: the policy's own head")
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_batch_size: int = Field(32, ge=1, description="rows (prompt × n) per forward batch")
@@ -93,6 +95,13 @@ class EngineConfig(_Section):
     timeout_s: float = Field(600.0, gt=0, description="per-request timeout")
     max_retries: int = Field(3, ge=0, description="retries on 5xx and connection errors")
     value_endpoint: str = "/classify"
+
+    @model_validator(mode="after")
+    def _value_model_needs_a_local_engine(self) -> EngineConfig:
+        if self.value_model is not None and self.kind == "openai":
+            # a server answers value calls with the model it serves (`serve --value-model`)
+            raise ValueError("value_model is for the hf and vllm engines, not openai")
+        return self
 
 
 class SandboxConfig(_Section):
@@ -175,6 +184,9 @@ class EvalConfig(_Section):
         relevant = {"strategy": self.strategy.model_dump(mode="json"),
                     "model": self.engine.model, "dtype": self.engine.dtype,
                     "weights": model_fingerprint(self.engine.model), "sampling": 2}
+        if self.engine.value_model is not None:  # absent otherwise: earlier files keep their hash
+            relevant |= {"value_model": self.engine.value_model,
+                         "value_weights": model_fingerprint(self.engine.value_model)}
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -40,6 +40,8 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["eval", "--model", "m", "--dataset", "/no/such/file.jsonl"], "/no/such/file.jsonl"),
     (["eval", "--model", "m", "--shard", "5/2"], "shard"),
     (["eval", "--model", "m", "--sandbox", "nope"], "invalid choice"),
+    (["eval", "--model", "m", "--engine", "openai", "--value-model", "v", "--limit", "1", "--sandbox", "bwrap",
+      "--set", "engine.base_urls=[http://127.0.0.1:9]"], "value_model is for the hf and vllm engines"),
     (["score", "/no/such/results.jsonl"], "no such results file"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--device", "gpu"], "train device"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "no_such=1"], "train no_such"),
@@ -69,7 +71,7 @@ def test_missing_model_is_one_clear_line(tmp_path: Path) -> None:
 def test_value_strategy_on_a_model_without_value_head_stops_with_no_rows(
         tiny_model_dir: Path, tmp_path: Path) -> None:
     """Every problem would fail the same way: one clear line, and no error rows that a re-run
-    (once a value head is attached) would skip as done."""
+    (once a value head is attached) would skip as done. `--value-model` lends it one."""
     model = tmp_path / "no-head"
     shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("value_head.*"))
     out = tmp_path / "r.jsonl"
@@ -81,6 +83,15 @@ def test_value_strategy_on_a_model_without_value_head_stops_with_no_rows(
     last = proc.stderr.strip().splitlines()[-1]
     assert "has no value head" in last and "value-head init" in last, proc.stderr
     assert not out.exists() or not _rows(out)
+    # A separate value model serves the value calls of the same policy.
+    out = tmp_path / "with-critic.jsonl"
+    proc = run_cli("eval", "--dataset", "gsm8k", "--limit", "2", "--model", str(model),
+                   "--value-model", str(tiny_model_dir), "--strategy", "sbs_3_5", "--sandbox", "bwrap",
+                   "--no-progress", "--set", "strategy.max_tokens=32", "--set", "strategy.max_depth=3",
+                   "--set", "strategy.n_generate_sample=2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["error"] is None for r in rows)
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "

@@ -24,14 +24,14 @@ from typing import Any
 
 import torch
 
-from evals.synthetic import synth_arith_sft_rows
+from evals.synthetic import synth_arith_contrast_rows, synth_arith_sft_rows
 from runtime.engines.value_head import init_value_head, save_value_head
 from training.data import TrainingRow, write_training_rows
 from training.tiny_model import EOS, train_tokenizer
 from training.value_head import mark_value_model
 
 __all__ = ["LEVEL", "SFT_TRAINING", "MiniSpec", "build_base_model", "corpus_texts", "export_release",
-           "write_sft_rows"]
+           "write_contrast_rows", "write_sft_rows"]
 
 LEVEL = "synth-arith-hard"  # 3–6 operations: where docs/MINI.md saw search beat greedy
 # The react_sft format's tags (with the newlines the format puts around them), one token each:
@@ -66,6 +66,14 @@ def write_sft_rows(path: Path, *, n: int, seed: int, level: str = LEVEL,
     """`n` correct solutions of training-split problems as training rows (every q = `q`; None:
     LM-only rows)."""
     return write_training_rows(synth_arith_sft_rows("train", n, seed, level=level, q=q), path)
+
+
+def write_contrast_rows(path: Path, *, n: int, seed: int, level: str = LEVEL, flawed: int = 3,
+                        one_expression_share: float = 0.5) -> Path:
+    """Value-training rows for `n` training-split problems: a correct solution and `flawed` ones,
+    each with one slip of the kinds the mini policy makes (`synth_arith_contrast_rows`)."""
+    return write_training_rows(synth_arith_contrast_rows("train", n, seed, level=level, flawed=flawed,
+                                                         one_expression_share=one_expression_share), path)
 
 
 def build_base_model(out: Path, *, seed: int, spec: MiniSpec = MiniSpec(), corpus_size: int = 4000,

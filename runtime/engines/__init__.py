@@ -23,7 +23,8 @@ async def open_engine(config: EngineConfig, *, seed: int = 0) -> AsyncIterator[E
 
         loaded = HFEngine.load(config.model, device=config.device, dtype=config.dtype,
                                max_batch_size=config.max_batch_size,
-                               batch_wait_ms=config.batch_wait_ms, seed=seed)
+                               batch_wait_ms=config.batch_wait_ms, seed=seed,
+                               value_model=config.value_model)
         engine: Engine = await loaded if inspect.isawaitable(loaded) else loaded
     elif config.kind == "vllm":
         from runtime.engines.vllm import VLLMEngine
@@ -32,7 +33,8 @@ async def open_engine(config: EngineConfig, *, seed: int = 0) -> AsyncIterator[E
             config.model, max_model_len=config.max_model_len,
             gpu_memory_utilization=config.gpu_memory_utilization,
             value_memory_fraction=config.value_memory_fraction, seed=seed,
-            enforce_eager=config.enforce_eager, dtype=config.dtype, block_size=config.block_size)
+            enforce_eager=config.enforce_eager, dtype=config.dtype, block_size=config.block_size,
+            value_model=config.value_model)
     elif config.kind == "openai":
         from runtime.engines.openai import OpenAIEngine
 

@@ -31,7 +31,9 @@ Semantics (as vLLM's defaults):
   and different prompts are independent draws; other requests share the engine's generator,
   seeded from `seed`.
 - `value(prompts)` = tanh(w · h_last + b), `h_last` the final-layer hidden state at each prompt's
-  last token. Without a value head it raises NoValueHeadError.
+  last token. Without a value head it raises NoValueHeadError. With `value_model` the value is a
+  second checkpoint's (its trunk and head; same worker thread, so the two never run at once) and
+  the policy's own head, if any, is not loaded.
 """
 
 from __future__ import annotations
@@ -322,12 +324,17 @@ class HFEngine:
         executor: ThreadPoolExecutor,
         max_batch_size: int,
         batch_wait_ms: float,
+        value_worker: _Worker | None = None,
+        value_name: str | None = None,
     ) -> None:
         self.name = name
         self._worker = worker
+        self._value_worker = value_worker or worker
+        self._value_name = value_name or name
         self._executor = executor
         self._closed = False
         loop_executor = executor  # the closures below must not reach `self`
+        value_worker = self._value_worker
 
         # The batchers' process functions close over the worker and executor, not over `self`.
         async def run_generate(batch: list[_GenRequest]) -> list[list[Completion] | BaseException]:
@@ -336,7 +343,7 @@ class HFEngine:
 
         async def run_value(batch: list[list[str]]) -> list[list[float] | BaseException]:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(loop_executor, worker.value_batch, batch)
+            return await loop.run_in_executor(loop_executor, value_worker.value_batch, batch)
 
         self._gen_batcher: MicroBatcher[_GenRequest, list[Completion]] = MicroBatcher(
             run_generate, max_batch=max_batch_size, wait_ms=batch_wait_ms, name=f"{name} generate"
@@ -359,25 +366,35 @@ class HFEngine:
         seed: int = 0,
         value_head: bool | None = None,
         num_threads: int | None = None,
+        value_model: str | Path | None = None,
     ) -> HFEngine:
         """Load `model` (a local directory or a hub id) on the engine's own worker thread.
 
         `value_head`: None loads the head if the checkpoint has one; True requires it; False
-        ignores it. `num_threads` sets torch's intra-op threads (process-wide) if given.
-        Any failure raises EngineError with one line naming the model.
+        ignores it. `value_model`: a second checkpoint (with a value head, which it must have) that
+        answers `value()` instead of `model`'s head. `num_threads` sets torch's intra-op threads
+        (process-wide) if given. Any failure raises EngineError with one line naming the model.
         """
         name = str(model)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
         loop = asyncio.get_running_loop()
         try:
             worker = await loop.run_in_executor(
-                executor, _load_worker, name, device, dtype, seed, value_head, num_threads
+                executor, _load_worker, name, device, dtype, seed,
+                False if value_model is not None else value_head, num_threads
             )
+            value_worker = None
+            if value_model is not None:
+                value_worker = await loop.run_in_executor(
+                    executor, _load_worker, str(value_model), device, dtype, seed, True, num_threads
+                )
+                value_worker.stats = worker.stats  # one engine, one set of counts
         except BaseException:
             executor.shutdown(wait=False, cancel_futures=True)
             raise
-        return cls(name=name, worker=worker, executor=executor,
-                   max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms)
+        return cls(name=name, worker=worker, executor=executor, max_batch_size=max_batch_size,
+                   batch_wait_ms=batch_wait_ms, value_worker=value_worker,
+                   value_name=None if value_model is None else str(value_model))
 
     # ---- the Engine protocol -------------------------------------------------------------
 
@@ -393,7 +410,7 @@ class HFEngine:
 
     @property
     def has_value_head(self) -> bool:
-        return self._worker.head is not None
+        return self._value_worker.head is not None
 
     @property
     def tokenizer(self) -> Any:
@@ -408,8 +425,8 @@ class HFEngine:
     async def value(self, prompts: Sequence[str]) -> list[float]:
         if self._closed:
             raise EngineError(f"engine for {self.name!r} is closed")
-        if self._worker.head is None:
-            raise missing_value_head(self.name)
+        if self._value_worker.head is None:
+            raise missing_value_head(self._value_name)
         prompts = list(prompts)
         if not prompts:
             return []

@@ -344,6 +344,7 @@ class VLLMEngine:
         block_size: int | None = None,
         cache_dir: str | Path | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        value_model: str | Path | None = None,
     ) -> VLLMEngine:
         """Start the policy engine (and the value engine when the model has a value head).
 
@@ -352,7 +353,8 @@ class VLLMEngine:
         `VLLM_CPU_KVCACHE_SPACE` GiB). `max_model_len` is capped at the model's
         `max_position_embeddings`. `enforce_eager` None means True on CPU (no graph capture there),
         False elsewhere. `value_head`: None loads the head if the checkpoint has one; True requires
-        it; False ignores it. `block_size`: tokens per KV-cache block, the prefix cache's unit;
+        it; False ignores it. `value_model`: a second local checkpoint (with a value head, which it
+        must have) that the value engine serves instead of `model`'s head. `block_size`: tokens per KV-cache block, the prefix cache's unit;
         None means `CPU_BLOCK_SIZE` on CPU (where it must be a multiple of `CPU_BLOCK_MULTIPLE`) and
         vLLM's own default elsewhere (see "How it runs").
         `engine_kwargs` go to both `AsyncEngineArgs` as is.
@@ -384,6 +386,14 @@ class VLLMEngine:
         if value_head and not has_head:
             raise missing_value_head(name)
         want_value = has_head and value_head is not False
+        value_path = path
+        if value_model is not None:
+            value_path = Path(value_model).expanduser()
+            if missing := missing_local_model(str(value_model)):
+                raise EngineError(missing)
+            if find_value_head_file(value_path) is None:
+                raise missing_value_head(str(value_model))
+            want_value = True
         if block_size is None and is_cpu:
             block_size = CPU_BLOCK_SIZE
         if is_cpu and block_size is not None and block_size % CPU_BLOCK_MULTIPLE:
@@ -419,7 +429,7 @@ class VLLMEngine:
                 gpu_memory_utilization=policy_util, logprobs_mode="raw_logprobs", **common, **policy_extra
             )
             if want_value:
-                value_dir = str(await asyncio.to_thread(export_value_checkpoint, path, cache_dir=cache_dir))
+                value_dir = str(await asyncio.to_thread(export_value_checkpoint, value_path, cache_dir=cache_dir))
                 value_llm = await asyncio.to_thread(
                     _make_async_llm, model=value_dir, tokenizer=value_dir, runner="pooling",
                     gpu_memory_utilization=value_util, **common

@@ -7,7 +7,13 @@ import re
 
 import pytest
 
-from evals.synthetic import synth_arith_problems, synth_arith_sft_rows, synth_arith_solution
+from evals.synthetic import (
+    synth_arith_contrast_rows,
+    synth_arith_flawed_solution,
+    synth_arith_problems,
+    synth_arith_sft_rows,
+    synth_arith_solution,
+)
 from runtime.react import get_format
 from sandbox.executor import execute
 
@@ -80,13 +86,54 @@ def test_hard_level_has_three_to_six_operations_and_its_own_ids() -> None:
         next(synth_arith_problems("test", 1, 0, level="synth-arith-extreme"))
 
 
+def _replay(steps: list[str]) -> list[str]:
+    """Each code step's real output, its code run after the earlier steps' (as the executor does)."""
+    history: list[str] = []
+    outputs = []
+    for text in steps[:-1]:
+        parsed = SFT.parse(text.split("\n<output>")[0].removesuffix("\n</code>"))
+        out, err = execute(history, parsed.code)
+        assert err is None
+        assert SFT.with_observation(parsed, out) == text  # the pasted output is the real one
+        history.append(parsed.code)
+        outputs.append(out)
+    return outputs
+
+
 def test_hard_solutions_replay_to_the_answer() -> None:
     for p in synth_arith_problems("train", 40, seed=5, level="synth-arith-hard"):
-        steps = synth_arith_solution(p)
-        history = []
-        for text in steps[:-1]:
-            parsed = SFT.parse(text.split("\n<output>")[0].removesuffix("\n</code>"))
-            out, err = execute(history, parsed.code)
-            assert err is None
-            history.append(parsed.code)
-        assert out == p.answer[0]
+        assert _replay(synth_arith_solution(p))[-1] == p.answer[0]
+
+
+def test_flawed_solutions_are_consistent_and_wrong() -> None:
+    """A slip's consequences follow from it: the outputs are what the code prints, all positive,
+    the answer step says the last of them, and it is not the problem's answer."""
+    rng = random.Random(0)
+    for p in synth_arith_problems("train", 60, seed=5, level="synth-arith-hard"):
+        one_expression = rng.random() < 0.5
+        steps = synth_arith_flawed_solution(p, rng=rng, one_expression=one_expression)
+        outputs = _replay(steps)
+        assert all(int(o) > 0 for o in outputs)
+        final = SFT.parse(steps[-1].removesuffix("\n</step>"))
+        assert final.is_answer and final.final_answer == outputs[-1] != p.answer[0]
+        assert (len(steps) == 2) == one_expression
+
+
+def test_contrast_rows_share_a_layout_and_take_targets_from_outcomes() -> None:
+    rows = list(synth_arith_contrast_rows("train", 30, 0, level="synth-arith-hard", flawed=3,
+                                          one_expression_share=0.5))
+    assert len(rows) == 120
+    layouts = set()
+    for k in range(0, 120, 4):
+        right, *wrong = rows[k:k + 4]
+        assert right.correct and not any(w.correct for w in wrong)
+        assert len({r.id for r in rows[k:k + 4]}) == 1 and len({r.prompt for r in rows[k:k + 4]}) == 1
+        assert all(s.q == 1.0 for s in right.steps)
+        layouts.add(len(right.steps) == 2)
+        for w in wrong:
+            assert (len(w.steps) == 2) == (len(right.steps) == 2)
+            # +1 exactly while the flawed path still runs along the correct one, -1 from the slip on
+            shared = next(i for i, (a, b) in enumerate(zip(w.steps, right.steps, strict=False))
+                          if a.text != b.text)
+            assert [s.q for s in w.steps] == [1.0] * shared + [-1.0] * (len(w.steps) - shared)
+    assert layouts == {True, False}

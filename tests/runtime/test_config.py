@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,18 @@ def test_results_hash_follows_the_weights_at_a_model_path(tmp_path: Path) -> Non
     weights[len(weights) // 2] ^= 1  # one byte, where a sampled chunk reads
     (model / "model.safetensors").write_bytes(weights)
     assert model_fingerprint(model) != fingerprint and hashed() != before
+    # a separate value model counts by its path and weights too; without one the hash is as before
+    critic = tmp_path / "critic"
+    shutil.copytree(model, critic)
+
+    def with_critic() -> str:
+        return build_config(apply_overrides(load_preset("greedy"), [f"engine.model={model}",
+                                                                   f"engine.value_model={critic}"])).results_hash()
+
+    paired = with_critic()
+    assert paired != hashed() and with_critic() == paired
+    (critic / "model.safetensors").write_bytes(weights[:-1])
+    assert with_critic() != paired
     # a hub id or a server's model name has no local weights to read
     assert model_fingerprint("Qwen/Qwen2.5-Math-7B") is None
 

@@ -13,7 +13,7 @@ from runtime.engine import Engine, SamplingParams
 from runtime.engines.hf import HFEngine
 from runtime.engines.value_head import load_value_head, save_value_head
 from runtime.errors import EngineError, NoValueHeadError
-from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3
+from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3, other_value_model
 from tests.loop_ticker import LoopTicker
 
 STOPS = ("</code>", "</step>")
@@ -187,6 +187,30 @@ async def test_no_value_head(tiny_model_dir: Path, tmp_path: Path) -> None:
     async with await _load(tiny_model_dir, value_head=False) as engine:
         with pytest.raises(NoValueHeadError):
             await engine.value([Q1])
+
+
+async def test_a_separate_value_model_answers_the_value_calls(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`value_model`: generation is the policy's, values are the other checkpoint's (its trunk and
+    its head), and the policy's own head is not used."""
+    critic = other_value_model(tiny_model_dir, tmp_path / "critic")
+    bare = _copy_model(tiny_model_dir, tmp_path / "bare")
+    prompts = [Q1, Q2 + CODE_STEP, Q3 + "<step>\n"]
+    params = SamplingParams(max_tokens=12, stop=STOPS)
+    async with await _load(critic) as alone:
+        want = await alone.value(prompts)
+    async with await _load(tiny_model_dir) as own:
+        own_values = await own.value(prompts)
+        policy_text = [c.text for c in await own.generate(Q1, params)]
+    for policy in (tiny_model_dir, bare):
+        async with await _load(policy, value_model=critic) as engine:
+            assert engine.has_value_head
+            assert await engine.value(prompts) == pytest.approx(want, abs=1e-5)
+            assert [c.text for c in await engine.generate(Q1, params)] == policy_text
+    assert want != pytest.approx(own_values, abs=1e-3)
+    with pytest.raises(NoValueHeadError, match="bare"):
+        await _load(tiny_model_dir, value_model=bare)
+    with pytest.raises(EngineError, match="no such directory"):
+        await _load(tiny_model_dir, value_model=tmp_path / "nowhere")
 
 
 async def test_value_head_pth_is_read(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ except Exception as exc:  # ImportError, or a broken install (e.g. torchvision::
 from vllm.platforms import current_platform  # noqa: E402
 
 from runtime.engines.vllm import CPU_BLOCK_SIZE, VLLMEngine, export_value_checkpoint, policy_view  # noqa: E402
-from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3  # noqa: E402
+from tests.engine_prompts import CODE_STEP, Q1, Q2, Q3, other_value_model  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -134,6 +134,28 @@ async def test_value_matches_hf(engines) -> None:
     want = await h.value(prompts)
     assert got == pytest.approx(want, abs=1e-4)
     assert await v.value([]) == []
+
+
+async def test_a_separate_value_model_serves_the_values(engines, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`value_model`: the pooling engine serves the other checkpoint (trunk and head), the policy
+    engine still the model's own weights; a value model without a head fails before any start."""
+    _, h = engines
+    critic = other_value_model(tiny_model_dir, tmp_path / "critic")
+    prompts = [Q1, Q2 + CODE_STEP, Q3]
+    async with await HFEngine.load(str(critic)) as alone:
+        want = await alone.value(prompts)
+    e = await VLLMEngine.load(tiny_model_dir, max_model_len=256, dtype="float32", value_model=critic,
+                              cache_dir=tmp_path / "cache")
+    try:
+        assert e.has_value_head
+        assert await e.value(prompts) == pytest.approx(want, abs=1e-4)
+        params = SamplingParams(max_tokens=16, stop=("</code>",))
+        assert [c.text for c in await e.generate(Q1, params)] == [c.text for c in await h.generate(Q1, params)]
+    finally:
+        await e.aclose()
+    assert want != pytest.approx(await h.value(prompts), abs=1e-3)
+    with pytest.raises(NoValueHeadError, match="nohead"):
+        await VLLMEngine.load(tiny_model_dir, value_model=policy_view(critic, tmp_path / "nohead"))
 
 
 async def test_prompt_too_long(engines) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from evals.synthetic import synth_arith_sft_rows
 from runtime.engines.value_head import load_value_head
-from training.mini import WHOLE_TOKENS, MiniSpec, build_base_model, corpus_texts, write_sft_rows
+from training.mini import WHOLE_TOKENS, MiniSpec, build_base_model, corpus_texts, write_contrast_rows, write_sft_rows
 from training.data import read_training_rows
 
 SMALL = MiniSpec(layers=1, hidden=64, heads=2, intermediate=128, vocab_size=500, max_positions=512)
@@ -45,6 +45,14 @@ def test_sft_rows_are_correct_training_rows(tmp_path: Path) -> None:
     rows = read_training_rows(write_sft_rows(tmp_path / "sft.jsonl", n=30, seed=2))
     assert len(rows) == 30 and all(r.correct and all(s.q == 1.0 for s in r.steps) for r in rows)
     assert all(r.steps[-1].text.count("Final Answer:") == 1 for r in rows)
+
+
+def test_contrast_rows_round_trip_with_value_targets(tmp_path: Path) -> None:
+    """What `cli.py train` reads back: per problem one correct row and three flawed ones whose
+    last step (the wrong answer) has target -1."""
+    rows = read_training_rows(write_contrast_rows(tmp_path / "contrast.jsonl", n=10, seed=2))
+    assert len(rows) == 40 and sum(r.correct for r in rows) == 10
+    assert all(r.steps[-1].q == (1.0 if r.correct else -1.0) for r in rows)
 
 
 def test_release_is_float16_and_serves_like_the_source(tmp_path: Path) -> None:

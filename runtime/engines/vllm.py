@@ -354,9 +354,10 @@ class VLLMEngine:
         `max_position_embeddings`. `enforce_eager` None means True on CPU (no graph capture there),
         False elsewhere. `value_head`: None loads the head if the checkpoint has one; True requires
         it; False ignores it. `value_model`: a second local checkpoint (with a value head, which it
-        must have) that the value engine serves instead of `model`'s head. `block_size`: tokens per KV-cache block, the prefix cache's unit;
-        None means `CPU_BLOCK_SIZE` on CPU (where it must be a multiple of `CPU_BLOCK_MULTIPLE`) and
-        vLLM's own default elsewhere (see "How it runs").
+        must have; the policy's tokenizer, which encodes the value prompts) that the value engine
+        serves instead of `model`'s head. `block_size`: tokens per KV-cache block, the prefix
+        cache's unit; None means `CPU_BLOCK_SIZE` on CPU (where it must be a multiple of
+        `CPU_BLOCK_MULTIPLE`) and vLLM's own default elsewhere (see "How it runs").
         `engine_kwargs` go to both `AsyncEngineArgs` as is.
         Any failure raises EngineError with one line naming the model.
         """

@@ -268,9 +268,10 @@ def synth_arith_flawed_solution(problem: Problem, *, rng: random.Random,
                                 one_expression: bool) -> list[str]:
     """react_sft steps with one slip (`_slip`) whose final answer is wrong; everything after the
     slip follows from it, as when the policy makes it (the pasted outputs are what the wrong code
-    prints; every amount stays positive). The slips' mix copies what the mini policy's wrong answers hold: of 268 wrong
-    samples of the shipped model, 181 miscopy one number, 46 two or more, 20 leave a number out,
-    12 add one, 9 keep every number and get an operation wrong."""
+    prints; every amount stays positive). The slips' mix copies what the mini policy's wrong
+    answers hold: of 268 distinct wrong maj@5 candidates of the shipped model, 181 miscopy one
+    number, 46 two or more, 20 leave a number out, 12 add one, 9 keep every number and get an
+    operation wrong."""
     start, ops = int(problem.meta["start"]), problem.meta["ops"]
     for _ in range(1000):  # a slip keeps the answer right rarely (a miscopied 1 -> 1, ...)
         flawed = _slip(rng, ops)

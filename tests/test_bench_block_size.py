@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.skips import NEEDS_BWRAP
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_block_size.py"
 MODEL = ROOT / "models" / "mini-alphamath"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("bwrap") is None,
-                       reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_BWRAP]
 
 
 def test_table_has_one_row_per_block_with_hit_rate_and_speed_up() -> None:

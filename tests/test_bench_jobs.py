@@ -3,24 +3,19 @@ transformers engine, real bubblewrap sandbox), a row each and equal predictions.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.skips import NEEDS_BWRAP, needs_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_jobs.py"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("bwrap") is None,
-                       reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)"),
-    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--jobs 2 needs 2 cores"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_BWRAP, needs_cores(2, "--jobs 2")]
 
 
 def test_one_row_per_mode_and_the_same_predictions(tiny_model_dir: Path) -> None:

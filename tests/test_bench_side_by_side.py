@@ -3,25 +3,20 @@ one table row per mode, the first (alone) its baseline."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.skips import NEEDS_BWRAP, needs_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_side_by_side.py"
 MODEL = ROOT / "models" / "mini-alphamath"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("bwrap") is None,
-                       reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)"),
-    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinned mode needs 2 cores"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_BWRAP, needs_cores(2, "pinned mode")]
 
 
 def test_alone_then_pinned_rows_with_equal_answers() -> None:

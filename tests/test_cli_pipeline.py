@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -15,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.ports import free_port
+from tests.skips import NEEDS_BWRAP
 from tests.test_cli import CLI, ROOT, _rows, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)")]
+pytestmark = [pytest.mark.slow, NEEDS_BWRAP]
 
 
 def test_eval_through_a_served_engine(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.skips import NEEDS_BWRAP
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "mini_alphamath.py"
@@ -24,8 +25,7 @@ TOY = ["--seeds", "0", "--rounds", "1", "--layers", "1", "--hidden", "64", "--sf
        # argparse keeps the last).
        "--anchor-rows", "0", "--value-fit-epochs", "0"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed (run `make setup`)")]
+pytestmark = [pytest.mark.slow, NEEDS_BWRAP]
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -308,7 +308,8 @@ def self_improve(args: Args, seed: int, root: Path, k: int, model: Path) -> Path
         _joint_round(args, seed, run, k, model, out)
     if not args.value_fit_epochs:
         return out
-    log(f"seed {seed}: round {k} — fitting the value head ({args.value_fit_epochs} epochs, trunk frozen)")
+    if not (run / "value_fit" / "train_summary.json").is_file():  # a resumed run says nothing
+        log(f"seed {seed}: round {k} — fitting the value head ({args.value_fit_epochs} epochs, trunk frozen)")
     return train_model(run / "train_rows.jsonl", out, run / "value_fit", seed, freeze_trunk=True,
                        epochs=args.value_fit_epochs, lr=args.value_fit_lr, **ROUND_BATCHES)
 

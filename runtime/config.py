@@ -259,7 +259,9 @@ def compose_config(preset: str, *, engine: Mapping[str, Any] | None = None,
 def first_validation_error(exc: ValidationError) -> str:
     """`field.path: message` of a pydantic error's first problem: one line for a user."""
     first = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    # A validator's own ValueError reads as written, without pydantic's "Value error, " prefix.
+    error = first.get("ctx", {}).get("error") if first["type"] == "value_error" else None
+    return f"{'.'.join(str(p) for p in first['loc'])}: {error or first['msg']}"
 
 
 def build_config(data: Mapping[str, Any]) -> EvalConfig:
@@ -267,9 +269,12 @@ def build_config(data: Mapping[str, Any]) -> EvalConfig:
     try:
         return EvalConfig.model_validate(data)
     except ValidationError as exc:
-        got = exc.errors()[0].get("input")
+        first = exc.errors()[0]
+        # Pydantic's own messages do not name the bad value; our validators' messages say what
+        # matters (a section's validator would echo the whole section, burying the message).
+        shown = "" if first["type"] == "value_error" else f" (got {first.get('input')!r})"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"config {first_validation_error(exc)} (got {got!r}){more}") from None
+        raise ConfigError(f"config {first_validation_error(exc)}{shown}{more}") from None
 
 
 def default_sandbox_concurrency() -> int:

@@ -42,6 +42,19 @@ def test_bad_values_are_one_clear_line(override: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_our_validators_messages_read_as_written() -> None:
+    """Pydantic's own message gets the bad value appended; a validator of ours says what matters
+    itself — neither "Value error, " nor the value twice, nor a whole section echoed."""
+    with pytest.raises(ConfigError) as info:
+        build_config(apply_overrides(load_preset("greedy"), [
+            "engine.kind=openai", "engine.model=m", "engine.value_model=v"]))
+    assert str(info.value) == "config engine: value_model is for the hf and vllm engines, not openai"
+    with pytest.raises(ConfigError, match=r"^config run\.shard: shard .*, got 3/2$"):
+        build_config(apply_overrides(load_preset("greedy"), ["run.shard=3/2"]))
+    with pytest.raises(ConfigError, match=r"^config strategy\.max_tokens: .* \(got -1\)$"):
+        build_config(apply_overrides(load_preset("greedy"), ["strategy.max_tokens=-1"]))
+
+
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="greedy"):
         load_preset("no-such-preset")

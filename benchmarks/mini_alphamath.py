@@ -248,11 +248,16 @@ def search(args: Args, preset: str, model: Path, dataset: str, output: Path,
     return summary.wall_s
 
 
+def trained(out: Path) -> bool:
+    """Whether a training into `out` finished (train() writes its summary last)."""
+    return (out / "train_summary.json").is_file()
+
+
 def train_model(data: Path | Sequence[Path], model: Path, out: Path, seed: int, **fields: object) -> Path:
     """Train (or resume) into `out`; a finished run is skipped."""
     from training.train import TrainConfig, train
 
-    if (out / "train_summary.json").is_file():
+    if trained(out):
         return out
     last = [0.0]
     window: list[dict[str, float]] = []  # the steps since the last line
@@ -288,7 +293,7 @@ def warm_start(args: Args, seed: int, root: Path) -> Path:
     for cycle, n in enumerate(args.sft_rows, start=1):
         suffix = "" if cycle == 1 else f"-{cycle}"
         out = root / f"warm{suffix}"
-        if not (out / "train_summary.json").is_file():
+        if not trained(out):
             rows = root / f"sft_rows{suffix}.jsonl"
             if not rows.is_file():  # each cycle its own problems: seeds seed, seed + 100, ...
                 write_sft_rows(rows, n=n, seed=seed + 100 * (cycle - 1))
@@ -304,11 +309,11 @@ def self_improve(args: Args, seed: int, root: Path, k: int, model: Path) -> Path
     (round<k>/value_fit: the round's model)."""
     run = root / f"round{k}"
     out = run / "model"
-    if not (out / "train_summary.json").is_file():
+    if not trained(out):
         _joint_round(args, seed, run, k, model, out)
     if not args.value_fit_epochs:
         return out
-    if not (run / "value_fit" / "train_summary.json").is_file():  # a resumed run says nothing
+    if not trained(run / "value_fit"):  # a resumed run says nothing
         log(f"seed {seed}: round {k} — fitting the value head ({args.value_fit_epochs} epochs, trunk frozen)")
     return train_model(run / "train_rows.jsonl", out, run / "value_fit", seed, freeze_trunk=True,
                        epochs=args.value_fit_epochs, lr=args.value_fit_lr, **ROUND_BATCHES)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from runtime.config import (EngineKind, EvalConfig, InferStrategy, SandboxBackend, compose_config,
                             preset_names)
-from runtime.errors import AlphaMathError, ConfigError, user_errors
+from runtime.errors import AlphaMathError, ConfigError, describe_user_error, user_errors
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    from runtime.engines.model_dir import missing_local_model
+
     run = ({"dataset": args.dataset, "output": args.output, "limit": args.limit, "shard": args.shard,
             "concurrency": args.concurrency, "retry_errors": args.retry_errors or None}
            if args.command == "eval" else None)
@@ -261,6 +263,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     if config.engine.model is None:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID "
                           "(`alphamath tiny-model DIR` builds a local smoke-test model)")
+    if config.engine.kind != "openai":  # an openai model is a served name, not a path
+        # Checked here, before a log file or run directory is made for a model that is not there.
+        for name in (config.engine.model, config.engine.value_model):
+            if name is not None and (missing := missing_local_model(name)):
+                raise ConfigError(missing)
     if args.command == "eval" and config.run.output is None:
         stem = Path(config.run.dataset).stem if config.run.dataset.endswith(("json", "jsonl")) else config.run.dataset
         run = config.run.model_copy(update={"output": Path("runs") / f"{stem}-{Path(args.strategy).stem}" / "results.jsonl"})
@@ -607,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except user_errors() as exc:
-        print(f"alphamath {args.command}: error: {exc}", file=sys.stderr)
+        print(f"alphamath {args.command}: error: {describe_user_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

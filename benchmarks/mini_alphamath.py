@@ -583,7 +583,7 @@ model with its paired-bootstrap 95 % interval; then seconds per question on that
 
 
 if __name__ == "__main__":
-    from runtime.errors import user_errors
+    from runtime.errors import describe_user_error, user_errors
 
     # `kill` unwinds like Ctrl-C, so vLLM's engine-core processes are shut down, not orphaned;
     # and Ctrl-C works even where a shell started us in the background with SIGINT ignored.
@@ -594,7 +594,7 @@ if __name__ == "__main__":
     except user_errors() as exc:
         # A user mistake (e.g. a results file of another configuration after moving --out): one
         # line, as the CLI gives, not a traceback.
-        print(f"mini_alphamath: error: {exc}", file=sys.stderr)
+        print(f"mini_alphamath: error: {describe_user_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue", file=sys.stderr)

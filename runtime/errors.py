@@ -64,5 +64,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     that `--help` need not load the sandbox package."""
     from sandbox.errors import SandboxError
 
-    # DatasetError and ScoreError (evals.errors) are AlphaMathErrors.
-    return (AlphaMathError, SandboxError, FileNotFoundError, PermissionError, IsADirectoryError)
+    # DatasetError and ScoreError (evals.errors) are AlphaMathErrors. FileExistsError and
+    # NotADirectoryError: an --output or --log-file below a path that is a file.
+    return (AlphaMathError, SandboxError, FileNotFoundError, PermissionError, IsADirectoryError,
+            FileExistsError, NotADirectoryError)
+
+
+def describe_user_error(exc: BaseException) -> str:
+    """The one line for an error of `user_errors()`: a path error as "PATH: reason" (Python's
+    "[Errno 2] No such file or directory: 'PATH'" shows an errno no user asked for), ours as
+    written."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror.lower()}"
+    return str(exc)

@@ -66,6 +66,23 @@ def test_missing_model_is_one_clear_line(tmp_path: Path) -> None:
     _assert_one_line_error(proc, "--model")
 
 
+@pytest.mark.parametrize("flag", ["--model", "--value-model"])
+def test_a_model_directory_that_is_not_there_stops_before_anything_is_written(
+        flag: str, tmp_path: Path) -> None:
+    args = ["--model", str(ROOT / "models" / "mini-alphamath")] if flag == "--value-model" else []
+    out = tmp_path / "run" / "r.jsonl"
+    proc = run_cli("eval", "--limit", "1", "--output", str(out), *args, flag, str(tmp_path / "nowhere"))
+    _assert_one_line_error(proc, f"cannot load model {tmp_path / 'nowhere'}: no such directory")
+    assert not out.parent.exists()  # no run directory, no log file for a run that cannot start
+
+
+def test_an_output_below_a_file_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    proc = run_cli("eval", "--limit", "1", "--model", "m", "--output", str(tmp_path / "notes.txt" / "r.jsonl"))
+    _assert_one_line_error(proc, f"{tmp_path / 'notes.txt'}: file exists")
+    assert "Errno" not in proc.stderr
+
+
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="LOUD SKIP: bubblewrap is not installed "
                     "(run `make setup`); eval needs the real sandbox")
 def test_value_strategy_on_a_model_without_value_head_stops_with_no_rows(

@@ -48,6 +48,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str
     (["round", "--model", "m", "--train-set", "value_positions=x"], "train value_positions"),
     (["round", "--model", "m", "--train-set", "data=x.jsonl"], "round --train-set data: the round's rows, and --extra-data"),
     (["round", "--model", "m", "--value-fit-epochs", "-1"], "value_fit_epochs"),
+    (["round", "--model", "/no/such/model"], "cannot load model /no/such/model: no such directory"),
     (["round", "--model", "m", "--eval-preset", "no-such-preset"], "no-such-preset"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "freeze_trunk"], "FIELD=VALUE"),
     (["train", "--data", "d.jsonl", "--model", "m", "--output-dir", "o", "--set", "output_dir=x"], "--output-dir"),

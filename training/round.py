@@ -28,8 +28,9 @@ from typing import Any
 
 from evals.report import Score, score_results
 from runtime.config import EvalConfig, compose_config
+from runtime.engines.model_dir import missing_local_model
 from training.data import ExportSummary, Targets, export_training
-from training.errors import TrainingDataError, TrainingError
+from training.errors import CheckpointError, TrainingDataError, TrainingError
 from training.train import TrainConfig, TrainSummary, checked_train_config, train
 
 # A value fit steps the head alone, whose weights Adam moves together: much above 1e-3 a linear
@@ -112,6 +113,8 @@ def plan_round(plan: RoundPlan) -> RoundConfigs:
     """Every step's settings, built and checked without writing anything: run first, so that a
     typo in the last step's settings costs a second, not the first steps' hour."""
     run = plan.run_dir
+    if missing := missing_local_model(plan.model):
+        raise CheckpointError(missing)
     joint, fit = _train_configs(plan, run / ROWS)
     search = _search_config(plan.train_preset, model=plan.model, dataset=plan.train_dataset,
                             output=run / TREES, sandbox=plan.sandbox,
